@@ -1,0 +1,112 @@
+"""Gated linear attention (the recurrent time-mix) and its pre-norm block.
+
+One code path serves a whole sequence (prompt prefill, training) and a single step
+(generation): both take and return the layer's explicit state, never keep it on the module.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import GATE_LOGIT_NORMALIZER, GLAConfig
+from .kernels import gla
+from .layers import LayerNorm, Linear, SwiGLU
+
+
+class GLAState(NamedTuple):
+    """Recurrent state of one GLA layer.
+
+    conv_*: [B, C, conv_size] the last projections before the short conv (oldest first),
+    or None without short convolutions. S: [B, H, dk, dv] float32.
+    """
+
+    conv_q: torch.Tensor | None
+    conv_k: torch.Tensor | None
+    conv_v: torch.Tensor | None
+    S: torch.Tensor
+
+
+def zero_gla_state(cfg: GLAConfig, batch: int, device=None) -> GLAState:
+    def conv(c: int):
+        return torch.zeros(batch, c, cfg.conv_size, device=device) if cfg.short_conv else None
+
+    return GLAState(
+        conv(cfg.key_dim),
+        conv(cfg.key_dim),
+        conv(cfg.value_dim),
+        torch.zeros(batch, cfg.heads, cfg.head_k, cfg.head_v, device=device),
+    )
+
+
+def causal_conv(x: torch.Tensor, window: torch.Tensor, conv: nn.Conv1d):
+    """Depthwise causal conv + SiLU over x [B, T, C], continuing from window [B, C, K].
+
+    Returns the activations [B, T, C] and the new window (last K inputs).
+    """
+    full = torch.cat([window.to(x.dtype), x.transpose(1, 2)], dim=2)  # (B, C, K + T)
+    y = F.conv1d(full[:, :, 1:], conv.weight.to(x.dtype), groups=full.shape[1])  # (B, C, T)
+    return F.silu(y).transpose(1, 2), full[:, :, -window.shape[2] :]
+
+
+class GatedLinearAttention(nn.Module):
+    def __init__(self, cfg: GLAConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.q_proj = Linear(d, cfg.key_dim, bias=False)
+        self.k_proj = Linear(d, cfg.key_dim, bias=False)
+        self.v_proj = Linear(d, cfg.value_dim, bias=False)
+        self.g_proj = Linear(d, cfg.value_dim, bias=False)
+        self.gk_proj = nn.Sequential(Linear(d, cfg.gate_rank, bias=False), Linear(cfg.gate_rank, cfg.key_dim))
+        self.o_proj = Linear(cfg.value_dim, d, bias=False)
+        if cfg.short_conv:
+            for name, c in (("q_conv1d", cfg.key_dim), ("k_conv1d", cfg.key_dim), ("v_conv1d", cfg.value_dim)):
+                setattr(self, name, nn.Conv1d(c, c, cfg.conv_size, groups=c, bias=False))
+        self.g_norm_swish_gate = nn.Module()
+        self.g_norm_swish_gate.weight = nn.Parameter(torch.ones(cfg.head_v))
+
+    def forward(self, h: torch.Tensor, state: GLAState, kernel: str | None = None):
+        """h: [B, T, d] (after norm1). Returns out [B, T, d] and the new state."""
+        cfg = self.cfg
+        B, T, _ = h.shape
+        q, k, v = self.q_proj(h), self.k_proj(h), self.v_proj(h)
+        if cfg.short_conv:
+            q, cq = causal_conv(q, state.conv_q, self.q_conv1d)
+            k, ck = causal_conv(k, state.conv_k, self.k_conv1d)
+            v, cv = causal_conv(v, state.conv_v, self.v_conv1d)
+        else:
+            cq = ck = cv = None
+        g = F.logsigmoid(self.gk_proj(h).float()) / GATE_LOGIT_NORMALIZER
+        H = cfg.heads
+        o, S = gla(
+            q.view(B, T, H, cfg.head_k),
+            k.view(B, T, H, cfg.head_k),
+            v.view(B, T, H, cfg.head_v),
+            g.view(B, T, H, cfg.head_k),
+            state.S,
+            scale=cfg.head_k**-0.5,
+            kernel=kernel,
+        )  # o: (B, T, H, dv) float32
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * self.g_norm_swish_gate.weight.float()
+        o = o.reshape(B, T, cfg.value_dim) * F.silu(self.g_proj(h).float())
+        return self.o_proj(o.to(h.dtype)), GLAState(cq, ck, cv, S)
+
+
+class GLABlock(nn.Module):
+    """x + GLA(norm1(x)), then x + SwiGLU(norm2(x))."""
+
+    def __init__(self, cfg: GLAConfig):
+        super().__init__()
+        self.norm1 = LayerNorm(cfg.d_model)
+        self.tmix = GatedLinearAttention(cfg)
+        self.norm2 = LayerNorm(cfg.d_model)
+        self.cmix = SwiGLU(cfg.d_model, cfg.hidden)
+
+    def forward(self, x: torch.Tensor, state: GLAState, kernel: str | None = None):
+        y, state = self.tmix(self.norm1(x), state, kernel)
+        x = x + y
+        return x + self.cmix(self.norm2(x)), state

@@ -1,0 +1,112 @@
+"""The Lina-Speech codec language model.
+
+Text -> text encoder -> (keys, values, positions) once per request. Audio tokens ->
+GLA encoder stack -> blind cross-attention -> GLA decoder stack -> logits over codec
+tokens (code c is token c + 3; PAD 0, BOS 1, EOS 2). ``forward_audio`` runs a whole token
+sequence in parallel (prompt prefill, training); ``step`` runs one frame. Both take and
+return an explicit ``LinaState``, so one model serves any number of utterances.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LinaConfig
+from .cross_attention import BlindCrossAttention, TextContext
+from .gla import GLABlock
+from .state import InitialState, LinaState, initial_lina_state
+from .text_encoder import TextEncoder
+
+
+class AttentiveRNN(nn.Module):
+    def __init__(self, cfg: LinaConfig):
+        super().__init__()
+        self.encoder = nn.ModuleList(GLABlock(cfg.gla) for _ in range(cfg.n_layer))
+        self.decoder = nn.ModuleList(GLABlock(cfg.gla) for _ in range(cfg.n_layer))
+        self.cross_att = BlindCrossAttention(cfg)
+
+    def forward(self, x: torch.Tensor, ctx: TextContext, state: LinaState, kernel: str | None = None):
+        """x: [B, T, d] embedded audio tokens -> hidden [B, T, d] and the new state."""
+        n = len(self.encoder)
+        new = list(state.layers)
+        for i, block in enumerate(self.encoder):
+            x, new[i] = block(x, state.layers[i], kernel)
+        c, new[2 * n] = self.cross_att(x, ctx, state.layers[2 * n], kernel)
+        x = x + c
+        for i, block in enumerate(self.decoder):
+            x, new[n + i] = block(x, state.layers[n + i], kernel)
+        return x, LinaState(new)
+
+
+class _Weight(nn.Module):
+    """Holds a bare ``weight`` so state_dict names match upstream (``rvq_embed.weight``)."""
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(*shape))
+
+
+class LinaModel(nn.Module):
+    def __init__(self, cfg: LinaConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.d_model
+        self.txt_embed = nn.Embedding(cfg.text_vocab, d)
+        self.txt_encoder = TextEncoder(d, cfg.text_heads, cfg.text_layers, cfg.text_hidden)
+        self.rvq_embed = _Weight(1, cfg.audio_vocab, d)
+        self.logits_head = _Weight(1, cfg.out_vocab, d)
+        self.attentive_rnn = AttentiveRNN(cfg)
+
+    @property
+    def device(self) -> torch.device:
+        return self.txt_embed.weight.device
+
+    # --- text -------------------------------------------------------------------------
+    def text_encoder_output(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """text_ids [B, N] -> [B, N, d] (padding excluded from attention by text_mask)."""
+        if text_ids.shape[1] > self.config.max_text_len:
+            raise ValueError(f"text of {text_ids.shape[1]} tokens exceeds the model's {self.config.max_text_len}")
+        x = F.embedding(text_ids, self.txt_embed.weight).float()
+        return self.txt_encoder(x, text_mask)
+
+    def encode_text(self, text_ids: torch.Tensor, text_mask: torch.Tensor | None = None) -> TextContext:
+        """Everything the cross-attention needs from the text, computed once per request."""
+        if text_mask is None:
+            text_mask = torch.ones_like(text_ids, dtype=torch.bool)
+        out = self.text_encoder_output(text_ids, text_mask)
+        return self.attentive_rnn.cross_att.text_context(out, text_mask)
+
+    # --- audio ------------------------------------------------------------------------
+    def init_state(self, batch: int, initial_state: InitialState | None = None) -> LinaState:
+        return initial_lina_state(self.config, batch, initial_state, self.device)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        w = self.logits_head.weight[0]
+        return (hidden.to(w.dtype) @ w.T).float()
+
+    def forward_audio(self, ctx: TextContext, audio_ids: torch.Tensor, state: LinaState, kernel: str | None = None):
+        """Parallel pass: audio_ids [B, T] (BOS-first token ids) -> logits [B, T, V], new state.
+
+        logits[:, t] predicts the token after audio_ids[:, t]."""
+        x = F.embedding(audio_ids, self.rvq_embed.weight[0]).float()
+        hidden, state = self.attentive_rnn(x, ctx, state, kernel)
+        return self.logits(hidden), state
+
+    def step(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState, kernel: str | None = None):
+        """One frame for every row: tokens [B] -> logits [B, V], new state."""
+        logits, state = self.forward_audio(ctx, tokens[:, None], state, kernel)
+        return logits[:, 0], state
+
+    def teacher_forced_logits(
+        self,
+        text_ids: torch.Tensor,
+        audio_ids: torch.Tensor,
+        initial_state: InitialState | None = None,
+        text_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The training-style pass: logits [B, T, V] for audio_ids [B, T] (BOS first, codes + 3)."""
+        ctx = self.encode_text(text_ids, text_mask)
+        logits, _ = self.forward_audio(ctx, audio_ids, self.init_state(text_ids.shape[0], initial_state))
+        return logits
