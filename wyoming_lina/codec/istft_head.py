@@ -1,0 +1,59 @@
+"""Backbone features -> waveform: a linear layer predicts log-magnitude and phase, then ISTFT.
+
+The inverse STFT is written out by hand (irfft, window, overlap-add with ``fold``, envelope
+division) instead of calling ``torch.istft`` because WavTokenizer uses "same" padding: it
+trims ``(n_fft - hop) / 2 = 480`` samples on each side, so T frames give exactly ``hop * T``
+samples. ``torch.istft(center=True)`` trims ``n_fft / 2 = 640`` instead and does not give
+that length or alignment. ``torch.fft.irfft`` drops the imaginary parts of the DC and
+Nyquist bins, as upstream does (the model does predict non-zero phases there).
+
+The head always runs in float32: its output is audio, ``exp`` of the log-magnitude is
+range-sensitive, and n_fft 1280 is not a power of two (cuFFT in half precision refuses it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_MAGNITUDE = 100.0  # upstream clips exp(logmag) at 1e2
+
+
+def istft_same(spec: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
+    """(B, n_fft/2+1, T) complex -> (B, hop*T) real, with "same" padding."""
+    n_fft = window.shape[0]
+    frames = spec.shape[-1]
+    pad = (n_fft - hop) // 2
+    length = (frames - 1) * hop + n_fft  # overlap-added length before trimming
+    ifft = torch.fft.irfft(spec, n=n_fft, dim=1, norm="backward") * window[None, :, None]  # (B, n_fft, T)
+    y = F.fold(ifft, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))[:, 0, 0, pad:-pad]
+    window_sq = window.square()[None, :, None].expand(1, n_fft, frames)  # (1, n_fft, T)
+    envelope = F.fold(window_sq, output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))[0, 0, 0, pad:-pad]
+    return y / envelope  # envelope >= window[160]^2 + window[480]^2 > 0 for hop n_fft/4
+
+
+class ISTFT(nn.Module):
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__()
+        self.hop_length = hop_length
+        self.register_buffer("window", torch.hann_window(n_fft))  # periodic Hann; stored in the checkpoint
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        return istft_same(spec, self.window, self.hop_length)
+
+
+class ISTFTHead(nn.Module):
+    """(B, T, dim) -> (B, hop*T) float32 audio."""
+
+    def __init__(self, dim: int, n_fft: int, hop_length: int):
+        super().__init__()
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.istft = ISTFT(n_fft, hop_length)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.out(x.float()).transpose(1, 2)  # (B, n_fft+2, T)
+        logmag, phase = x.chunk(2, dim=1)  # (B, n_fft/2+1, T) each
+        mag = torch.exp(logmag).clamp(max=MAX_MAGNITUDE)
+        spec = torch.polar(mag, phase)  # mag * (cos p + i sin p)
+        return self.istft(spec)

@@ -1,0 +1,204 @@
+"""Windowed streaming decode: audio while the language model is still producing codes.
+
+The WavTokenizer decoder is not causal (global attention and GroupNorm statistics), so no
+finite window reproduces a full decode exactly. A stream decodes overlapping windows of
+codes and keeps, from each, only frames that have enough context on both sides:
+
+    frames:   0 ............................................. n (codes so far)
+    window k:           [s_k ........................ e_k)       e_k = first_window + k*hop
+    emitted by k:                    [e_{k-1}-L ... e_k-L)          L = lookahead
+    blended:                         [e_{k-1}-L, e_{k-1}-L+C)       C = crossfade
+
+* Window ends sit on a fixed grid, so the window is ready as soon as the stream holds
+  ``e_k`` codes, and its size is ``min(e_k, window)``: after the first few windows every
+  window of every stream has the same size and they are decoded as one batch
+  (``WavTokenizer.decode_windows`` groups equal sizes).
+* The first window is smaller (``first_window``) so the first audio comes early; it emits
+  ``first_window - lookahead`` frames.
+* Each window's audio for the ``crossfade`` frames after what it emits is kept as a tail and
+  blended (raised-cosine, weights summing to 1) into the next window's first frames.
+* ``final=True`` (no more codes): the last window ends at the last code and emits the rest
+  with no lookahead. If the whole utterance fits one window before anything was emitted,
+  that window is the whole utterance and the output equals a full decode.
+
+The stream is bookkeeping only (no model, no device work): ``next_window`` hands out
+``Window`` objects, the caller decodes them (batched across streams), and ``take`` turns a
+window's decoded audio into the samples to play. For T codes the emitted samples total
+exactly ``hop_length * T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class StreamingConfig:
+    """Window geometry in codec frames (1 frame = 320 samples = 13.3 ms at 24 kHz)."""
+
+    first_window: int = 32  # codes needed before the first audio; it emits first_window - lookahead frames
+    window: int = 300  # steady window size (4 s; training crops were 3 s)
+    hop: int = 24  # new frames emitted per steady window (<= first_window - lookahead: no underrun at 1x)
+    lookahead: int = 8  # frames decoded after the last emitted frame (right context)
+    crossfade: int = 4  # frames blended between consecutive windows
+
+    def __post_init__(self) -> None:
+        problems = []
+        if min(self.first_window, self.window, self.hop) < 1 or min(self.lookahead, self.crossfade) < 0:
+            problems.append("window sizes must be positive and lookahead/crossfade non-negative")
+        if self.crossfade > self.lookahead:
+            problems.append(f"crossfade {self.crossfade} > lookahead {self.lookahead} (the tail must be decoded)")
+        if self.crossfade > self.hop:
+            problems.append(f"crossfade {self.crossfade} > hop {self.hop}")
+        if self.first_window <= self.lookahead:
+            problems.append(f"first_window {self.first_window} must exceed lookahead {self.lookahead}")
+        if self.window < self.first_window:
+            problems.append(f"window {self.window} < first_window {self.first_window}")
+        if self.window < self.hop + self.lookahead:
+            problems.append(f"window {self.window} < hop + lookahead {self.hop + self.lookahead}")
+        if problems:
+            raise ValueError("invalid StreamingConfig: " + "; ".join(problems))
+
+    def lookahead_ms(self, frame_rate: float = 75.0) -> float:
+        return 1000.0 * self.lookahead / frame_rate
+
+    def first_audio_ms(self, frame_rate: float = 75.0) -> float:
+        """Audio-time of codes that must exist before the first window can be decoded."""
+        return 1000.0 * self.first_window / frame_rate
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """One decode job: ``codes`` are frames [start, start + size) of the utterance."""
+
+    index: int  # per-stream sequence number; ``take`` must see windows in this order
+    codes: torch.Tensor  # (size,) long
+    start: int
+    emit_start: int  # frames [emit_start, emit_end) become audio when taken
+    emit_end: int
+    final: bool
+
+    @property
+    def size(self) -> int:
+        return int(self.codes.shape[0])
+
+
+def fade_in(n: int) -> np.ndarray:
+    """Raised-cosine ramp 0 -> 1 over n samples; fade_in + fade_in[::-1] == 1."""
+    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+
+
+class CodecStream:
+    """Per-utterance streaming state: ``push`` codes, ``next_window``, decode, ``take``."""
+
+    def __init__(self, config: StreamingConfig | None = None, hop_length: int = 320):
+        self.config = config or StreamingConfig()
+        self.hop_length = hop_length
+        self._chunks: list[torch.Tensor] = []
+        self._n = 0  # codes pushed
+        self._final = False
+        self._scheduled = 0  # windows handed out
+        self._scheduled_end = 0  # emit_end of the last window handed out
+        self._closed = False  # the final window was handed out
+        self._taken = 0  # windows taken
+        self._tail: np.ndarray | None = None  # crossfade samples from the last taken window
+        self.emitted_frames = 0
+
+    @property
+    def num_codes(self) -> int:
+        return self._n
+
+    @property
+    def finished(self) -> bool:
+        """True once the final window has been taken (all audio emitted)."""
+        return self._closed and self._taken == self._scheduled
+
+    def push(self, codes) -> None:
+        """Append codes (int, sequence, numpy or tensor of any device; flattened)."""
+        if self._final:
+            raise RuntimeError("push() after the stream was marked final")
+        codes = torch.as_tensor(codes).reshape(-1).long()
+        if codes.numel():
+            self._chunks.append(codes)
+            self._n += codes.numel()
+
+    def _codes(self, start: int, end: int) -> torch.Tensor:
+        if len(self._chunks) > 1:
+            self._chunks = [torch.cat(self._chunks)]
+        return self._chunks[0][start:end]
+
+    def next_window(self, final: bool = False) -> Window | None:
+        """The next window to decode, or None if not enough codes yet (or nothing left).
+
+        ``final=True`` says no more codes will be pushed; call again until it returns None.
+        """
+        self._final = self._final or final
+        if self._closed:
+            return None
+        cfg, n, k = self.config, self._n, self._scheduled
+        end = cfg.first_window + k * cfg.hop  # grid end of window k
+        if self._final:
+            if n == self._scheduled_end:  # nothing left (no codes at all, or lookahead 0)
+                self._closed = True
+                return None
+            if n <= end or (k == 0 and n <= cfg.window):  # the rest fits one window
+                return self._make(k, max(0, n - cfg.window), n, n, final=True)
+        if n < end:
+            return None
+        return self._make(k, max(0, end - cfg.window), end, end - cfg.lookahead, final=False)
+
+    def _make(self, index: int, start: int, end: int, emit_end: int, final: bool) -> Window:
+        window = Window(index, self._codes(start, end), start, self._scheduled_end, emit_end, final)
+        self._scheduled += 1
+        self._scheduled_end = emit_end
+        self._closed = final
+        return window
+
+    def take(self, window: Window, audio) -> np.ndarray:
+        """Float32 samples to play for ``window``, given its decoded audio (hop * size samples)."""
+        if window.index != self._taken:
+            raise ValueError(f"windows must be taken in order: expected {self._taken}, got {window.index}")
+        hop = self.hop_length
+        if isinstance(audio, torch.Tensor):
+            audio = audio.detach().float().cpu().numpy()
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.shape[0] != hop * window.size:
+            raise ValueError(f"window of {window.size} frames needs {hop * window.size} samples, got {audio.shape[0]}")
+        a, b = (window.emit_start - window.start) * hop, (window.emit_end - window.start) * hop
+        out = audio[a:b].copy()
+        if self._tail is not None:
+            ramp = fade_in(self._tail.shape[0])
+            m = self._tail.shape[0]
+            out[:m] = self._tail * (1.0 - ramp) + out[:m] * ramp
+        c = self.config.crossfade * hop
+        self._tail = None if window.final or c == 0 else audio[b : b + c].copy()
+        self._taken += 1
+        self.emitted_frames = window.emit_end
+        return out
+
+
+def stream_schedule(num_codes: int, config: StreamingConfig) -> list[tuple[int, int, int, int]]:
+    """(start, end, emit_start, emit_end) of every window when codes arrive one by one.
+
+    For docs and benchmarks: how many decodes an utterance costs and where its audio comes from.
+    """
+    stream = CodecStream(config)
+    spans = []
+    for t in range(num_codes + 1):
+        final = t == num_codes
+        if not final:
+            stream.push(0)
+        while (w := stream.next_window(final=final)) is not None:
+            spans.append((w.start, w.start + w.size, w.emit_start, w.emit_end))
+            stream.take(w, np.zeros(w.size * stream.hop_length, np.float32))
+    return spans
+
+
+def decode_cost(num_codes: int, config: StreamingConfig) -> float:
+    """Decoded frames per emitted frame (1.0 = one full decode)."""
+    return sum(e - s for s, e, _, _ in stream_schedule(num_codes, config)) / max(num_codes, 1)
+
+
