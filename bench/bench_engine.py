@@ -1,0 +1,246 @@
+"""Engine benchmark on a GPU: full-size Lina + full-size WavTokenizer, random weights.
+
+    python bench/bench_engine.py --fixtures ../shared/fixtures [--quick]
+
+Prints markdown tables (see docs/benchmarks.md): decode-step latency of the plain eager step
+(the naive baseline) and of the CUDA-graph step at batch 1..256; prefill of a 5 s prompt;
+time to first audio through the engine (prompt voice, state voice; concurrency 1/8/32);
+single-stream and aggregate real-time factor with codec decoding; peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from codec_models import move, random_codec  # noqa: E402
+from full_size import random_full_size_lina  # noqa: E402
+
+from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder  # noqa: E402
+from wyoming_lina.engine.batch import ActiveBatch  # noqa: E402
+from wyoming_lina.engine.graphed_step import GraphConfig, GraphedStep  # noqa: E402
+from wyoming_lina.engine.sampling import sample_tokens  # noqa: E402
+from wyoming_lina.model import BOS, InitialState, cast_weights  # noqa: E402
+from wyoming_lina.text import LinaTokenizer  # noqa: E402
+
+SENTENCE = "The kitchen lights are now off and the front door is locked for the night."  # 12+ words
+
+
+def cuda_time(fn, iters: int) -> float:
+    """Median milliseconds of fn() over iters runs (CUDA events)."""
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def make_batch(model, B: int, text_len: int) -> ActiveBatch:
+    dev = model.device
+    text = torch.randint(3, 200, (B, text_len), device=dev)
+    row = SimpleNamespace(handle=SimpleNamespace(job=SimpleNamespace(sampling=SamplingOptions(top_k=100))))
+    return ActiveBatch(
+        rows=[row] * B,
+        ctx=model.encode_text(text),
+        state=model.init_state(B),
+        next_tokens=torch.full((B,), BOS, device=dev),
+        counters=torch.zeros(B, dtype=torch.long, device=dev),
+        top_k=torch.full((B,), 100, device=dev),
+        top_p=torch.ones(B, device=dev),
+        temperature=torch.ones(B, device=dev),
+        seeds=torch.arange(B, device=dev),
+    )
+
+
+@torch.inference_mode()
+def step_latency(model, sizes, iters) -> list[str]:
+    rows = [
+        "| batch | eager step (ms) | CUDA-graph step (ms) | compiled + CUDA-graph step (ms) | speed-up vs eager |",
+        "|---|---|---|---|---|",
+    ]
+    graphed = GraphedStep(model, GraphConfig())
+    compiled = GraphedStep(model, GraphConfig(compile=True))
+    for B in sizes:
+        batch = make_batch(model, B, 80)
+
+        def eager():
+            logits, batch.state = model.step(batch.ctx, batch.next_tokens, batch.state)
+            batch.next_tokens = sample_tokens(
+                logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100
+            )
+
+        for _ in range(3):
+            eager()
+        t_eager = cuda_time(eager, iters)
+        batch = make_batch(model, B, 80)
+        graphed(batch)  # bind + capture
+        t_graph = cuda_time(lambda: graphed(batch), iters * 4)
+        batch = make_batch(model, B, 80)
+        t0 = time.monotonic()
+        compiled(batch)  # bind + compile + capture
+        print(f"compile + capture at batch {B}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        t_comp = cuda_time(lambda: compiled(batch), iters * 4)
+        rows.append(f"| {B} | {t_eager:.2f} | {t_graph:.3f} | {t_comp:.3f} | {t_eager / min(t_graph, t_comp):.1f}x |")
+    return rows
+
+
+@torch.inference_mode()
+def profile_step(model, B: int = 1) -> list[str]:
+    """Kernel launches in one eager step and the CUDA ops that take the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch = make_batch(model, B, 80)
+    for _ in range(3):
+        logits, batch.state = model.step(batch.ctx, batch.next_tokens, batch.state)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        logits, batch.state = model.step(batch.ctx, batch.next_tokens, batch.state)
+        sample_tokens(logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
+    return [f"kernels per eager step at batch {B}: {len(kernels)}", table]
+
+
+@torch.inference_mode()
+def prefill_time(model, prompt_frames: int) -> str:
+    text = torch.randint(3, 200, (1, 120), device=model.device)
+    audio = torch.randint(3, 4099, (1, prompt_frames), device=model.device)
+    audio[:, 0] = BOS
+
+    def run():
+        ctx = model.encode_text(text)
+        model.forward_audio(ctx, audio, model.init_state(1))
+
+    for _ in range(3):
+        run()
+    return f"| prefill of a {prompt_frames / 75:.0f} s prompt ({prompt_frames} frames) incl. text encoder | {cuda_time(run, 10):.1f} ms |"
+
+
+def build_engine(model, codec, graphs: bool, compile: bool = False) -> Engine:
+    engine = Engine(
+        model,
+        StreamingDecoder(codec),
+        graphs=GraphConfig(compile=compile) if graphs else None,
+        decode_interval=8 if graphs else 1,
+    )
+    engine.start()
+    return engine
+
+
+async def run_jobs(engine, jobs):
+    """Submit all jobs at once; return (first-audio latencies, total audio s, wall s)."""
+    t0 = time.monotonic()
+    handles = [engine.submit(job) for job in jobs]
+
+    async def drain(h):
+        n = 0
+        async for chunk in h:
+            n += len(chunk)
+        return n
+
+    samples = await asyncio.gather(*(drain(h) for h in handles))
+    wall = time.monotonic() - t0
+    ttfa = [h.stats.first_audio - h.stats.submitted for h in handles if h.stats.first_audio]
+    return ttfa, sum(samples) / 24000, wall
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] * 1000
+
+
+async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> list[str]:
+    engine = build_engine(model, codec, graphs)
+    dev = model.device
+    prompt = torch.randint(0, 4096, (375,))
+    prompt_text = "this is a five second voice prompt that was recorded in a quiet room at home"
+    cfg = model.config.gla
+    state = InitialState([0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, device=dev) for _ in range(2 * model.config.n_layer)])
+    text_ids = tokenizer.encode(SENTENCE.lower())
+    prompt_ids = tokenizer.encode(prompt_text + " " + SENTENCE.lower())
+    sampling = SamplingOptions(top_k=100)
+
+    def job(voice: str, frames: int, seed: int) -> GenerationJob:
+        s = SamplingOptions(top_k=100, seed=seed)
+        if voice == "prompt":
+            return GenerationJob(prompt_ids, max_frames=frames, sampling=s, prompt_codes=prompt)
+        return GenerationJob(text_ids, max_frames=frames, sampling=s, initial_state=state)
+
+    # warm-up (binds buffers, captures the common graphs)
+    await run_jobs(engine, [job("prompt", 60, 0), job("state", 60, 1)])
+    if engine.graphed is not None:
+        engine.graphed.warm([1, 2, 4, 8, 16, 32, 64, 128, 256], len(prompt_ids), sampling.top_k)
+    await run_jobs(engine, [job("state", 60, i) for i in range(8)])
+
+    label = "CUDA graphs" if graphs else "eager baseline"
+    rows = [f"| engine ({label}) | voice | concurrency | TTFA p50 (ms) | TTFA p95 (ms) |", "|---|---|---|---|---|"]
+    rounds = 2 if quick else 5
+    for voice in ("prompt", "state"):
+        for conc in (1, 8, 32):
+            lat = []
+            for r in range(rounds):
+                ttfa, _, _ = await run_jobs(engine, [job(voice, 60, 100 * r + i) for i in range(conc)])
+                lat += ttfa
+            rows.append(f"| {label} | {voice} | {conc} | {pct(lat, 0.5):.0f} | {pct(lat, 0.95):.0f} |")
+
+    rows += ["", f"| engine ({label}) | streams | audio s | wall s | real-time factor | x real time | peak GPU GiB |", "|---|---|---|---|---|---|---|"]
+    frames = 300 if quick else 600
+    for streams in ((1, 8, 64) if quick else (1, 8, 64, 256)):
+        torch.cuda.reset_peak_memory_stats()
+        _, audio_s, wall = await run_jobs(engine, [job("state", frames, 1000 + i) for i in range(streams)])
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        rows.append(
+            f"| {label} | {streams} | {audio_s:.1f} | {wall:.2f} | {wall / audio_s:.4f} | {audio_s / wall:.0f} | {peak:.2f} |"
+        )
+    engine.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fixtures", default=str(HERE.parent.parent / "shared/fixtures"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="only profile one eager step")
+    args = parser.parse_args()
+    assert torch.cuda.is_available(), "needs a CUDA GPU"
+    dtype = getattr(torch, args.dtype)
+    fixtures = Path(args.fixtures)
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, weights {args.dtype}\n")
+    model = random_full_size_lina("cpu", manifest=fixtures / "lina-tiny/full-size-keys.json").cuda()
+    if dtype != torch.float32:
+        cast_weights(model, dtype)
+    codec = move(random_codec(), "cuda", dtype).eval()
+    tokenizer = LinaTokenizer(fixtures / "lina-tiny/bpe256.json")
+    if args.profile:
+        print("\n".join(profile_step(model, 1)))
+        return
+    sizes = (1, 8, 64) if args.quick else (1, 8, 64, 256)
+    print("\n".join(step_latency(model, sizes, 20 if args.quick else 50)))
+    print()
+    print("| what | time |\n|---|---|\n" + prefill_time(model, 375))
+    print()
+    print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, args.quick, graphs=True))))
+    if not args.skip_baseline:
+        print()
+        print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, True, graphs=False))))
+
+
+if __name__ == "__main__":
+    main()

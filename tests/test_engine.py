@@ -1,0 +1,233 @@
+"""The generation engine on the tiny fixture models (CPU): batching, prefill, limits, streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wyoming_lina.codec import load_codec
+from wyoming_lina.errors import DeadlineExceededError, OverloadedError, SynthesisError
+from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder
+from wyoming_lina.model import EOS, load_lina
+
+GREEDY = SamplingOptions(top_k=1)
+
+
+@pytest.fixture(scope="module")
+def model(lina_dir):
+    return load_lina(lina_dir / "model.ckpt")
+
+
+@pytest.fixture(scope="module")
+def codec(codec_dir):
+    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
+
+
+@pytest.fixture(scope="module")
+def vec(lina_dir):
+    return load_file(str(lina_dir / "vectors.safetensors"))
+
+
+@pytest.fixture
+def engine(model, codec):
+    return Engine(model, StreamingDecoder(codec))
+
+
+def texts(vec):
+    ids = vec["text_ids"][0].tolist()
+    return [ids, ids[:12] + [EOS], ids[:5] + ids[14:]]
+
+
+async def drain(handle):
+    chunks = []
+    async for chunk in handle:
+        chunks.append(chunk)
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+async def run_all(engine, handles, max_iters=2000):
+    """Drive the loop on this thread until every handle finished; return their audio."""
+    tasks = [asyncio.ensure_future(drain(h)) for h in handles]
+    for _ in range(max_iters):
+        if all(h.done for h in handles):
+            break
+        engine.run_once()
+        await asyncio.sleep(0)
+    return [await t for t in tasks]
+
+
+async def test_prompt_prefill_reproduces_upstream_greedy_continuation(engine, vec):
+    job = GenerationJob(vec["text_ids"][0].tolist(), max_frames=100, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0])
+    handle = engine.submit(job)
+    (audio,) = await run_all(engine, [handle])
+    # upstream: the continuation is greedy_tokens[12:58], then EOS at step 58
+    assert handle.stats.tokens == vec["greedy_tokens"][0, 12:].tolist()
+    assert handle.stats.stop_reason == "eos"
+    assert handle.stats.frames == 46
+    assert audio.shape == (46 * 320,) and audio.dtype == np.float32
+    assert np.abs(audio).max() > 0
+
+
+async def test_greedy_tokens_same_alone_in_a_batch_and_joining_mid_flight(engine, model, codec, vec):
+    jobs = [GenerationJob(t, max_frames=30, sampling=GREEDY) for t in texts(vec)]
+    jobs.append(GenerationJob(texts(vec)[0], max_frames=30, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0, :5]))
+    jobs.append(GenerationJob(texts(vec)[1], max_frames=30, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0, 5:10]))
+    alone = []
+    for job in jobs:
+        handle = engine.submit(job)
+        await run_all(engine, [handle])
+        alone.append(handle.stats.tokens)
+
+    together = [engine.submit(job) for job in jobs]
+    await run_all(engine, together)
+    assert [h.stats.tokens for h in together] == alone
+
+    fresh = Engine(model, StreamingDecoder(codec))
+    first = [fresh.submit(jobs[0]), fresh.submit(jobs[1])]
+    for _ in range(7):  # let them run a few steps, then the others join
+        fresh.run_once()
+    late = [fresh.submit(jobs[2]), fresh.submit(jobs[3]), fresh.submit(jobs[4])]  # 3 and 4 prefill together
+    await run_all(fresh, first + late)
+    assert [h.stats.tokens for h in first + late] == alone
+
+
+async def test_seeded_sampling_is_reproducible_and_batch_independent(engine, vec):
+    opts = SamplingOptions(top_k=20, temperature=0.9, seed=1234)
+    job = GenerationJob(texts(vec)[0], max_frames=25, sampling=opts)
+    a = engine.submit(job)
+    await run_all(engine, [a])
+    others = [engine.submit(GenerationJob(t, max_frames=25, sampling=SamplingOptions(seed=i))) for i, t in enumerate(texts(vec))]
+    b = engine.submit(job)
+    await run_all(engine, others + [b])
+    assert a.stats.tokens == b.stats.tokens
+    c = engine.submit(GenerationJob(texts(vec)[0], max_frames=25, sampling=SamplingOptions(top_k=20, seed=99)))
+    await run_all(engine, [c])
+    assert c.stats.tokens != a.stats.tokens
+
+
+async def test_max_length_guard_and_pcm_length(engine, vec):
+    handle = engine.submit(GenerationJob(texts(vec)[1], max_frames=17, sampling=GREEDY))
+    (audio,) = await run_all(engine, [handle])
+    if handle.stats.stop_reason == "max_frames":
+        assert handle.stats.frames == 17 and EOS not in handle.stats.tokens
+    assert handle.stats.frames <= 17
+    assert audio.shape == (handle.stats.frames * 320,)
+
+
+async def test_every_stop_gives_pcm_matching_the_frames(engine, vec):
+    handles = [engine.submit(GenerationJob(t, max_frames=n, sampling=SamplingOptions(seed=n))) for t, n in zip(texts(vec) * 2, (1, 3, 41, 60, 88, 7))]
+    audio = await run_all(engine, handles)
+    for handle, samples in zip(handles, audio):
+        assert handle.stats.stop_reason in ("eos", "max_frames")
+        assert samples.shape == (handle.stats.frames * 320,)
+        assert len(handle.stats.tokens) == handle.stats.frames + (handle.stats.stop_reason == "eos")
+
+
+async def test_audio_streams_before_the_utterance_ends(engine, vec):
+    handle = engine.submit(GenerationJob(texts(vec)[0], max_frames=120, sampling=GREEDY))
+    first_chunk_at = None
+    task = asyncio.ensure_future(drain(handle))
+    for step in range(200):
+        if handle.done:
+            break
+        engine.run_once()
+        await asyncio.sleep(0)
+        if first_chunk_at is None and not handle._queue.empty():
+            first_chunk_at = step
+    audio = await task
+    assert handle.stats.frames > engine.decoder.config.first_window
+    assert first_chunk_at is not None and first_chunk_at < handle.stats.frames - 10
+    assert audio.shape == (handle.stats.frames * 320,)
+
+
+async def test_cancel_frees_the_row_before_the_next_step(engine, vec):
+    keep = engine.submit(GenerationJob(texts(vec)[0], max_frames=40, sampling=GREEDY))
+    gone = engine.submit(GenerationJob(texts(vec)[1], max_frames=40, sampling=GREEDY))
+    engine.run_once()
+    assert len(engine.batch) == 2
+    gone.cancel()
+    engine.run_once()
+    assert len(engine.batch) == 1 and engine.batch.rows[0].handle is keep
+    await run_all(engine, [keep, gone])
+    assert len(engine.batch) == 0
+
+
+async def test_queue_bound_and_deadline(model, codec, vec):
+    engine = Engine(model, StreamingDecoder(codec), max_queue=2)
+    engine.submit(GenerationJob(texts(vec)[0], max_frames=5))
+    engine.submit(GenerationJob(texts(vec)[0], max_frames=5))
+    with pytest.raises(OverloadedError):
+        engine.submit(GenerationJob(texts(vec)[0], max_frames=5))
+
+    overdue = GenerationJob(texts(vec)[0], max_frames=500, deadline=time.monotonic() + 0.3)
+    engine2 = Engine(model, StreamingDecoder(codec))
+    handle = engine2.submit(overdue)
+    engine2.run_once()  # admitted and stepping
+    assert len(engine2.batch) == 1
+    time.sleep(0.35)
+    with pytest.raises(DeadlineExceededError):
+        await run_all(engine2, [handle])
+    assert len(engine2.batch) == 0
+
+
+async def test_a_failing_request_fails_alone(engine, vec):
+    from wyoming_lina.model import InitialState
+
+    bad = GenerationJob(texts(vec)[0], max_frames=10, initial_state=InitialState([torch.zeros(1, 2, 16, 32)]))
+    good = GenerationJob(texts(vec)[0], max_frames=10, sampling=GREEDY)
+    bad_handle, good_handle = engine.submit(bad), engine.submit(good)
+    tasks = [asyncio.ensure_future(drain(h)) for h in (bad_handle, good_handle)]
+    for _ in range(50):
+        engine.run_once()
+        await asyncio.sleep(0)
+    with pytest.raises(SynthesisError, match="layers"):
+        await tasks[0]
+    assert (await tasks[1]).shape == (good_handle.stats.frames * 320,)
+
+
+async def test_engine_thread_serves_concurrent_requests(model, codec, vec):
+    engine = Engine(model, StreamingDecoder(codec))
+    engine.start()
+    try:
+        handles = [engine.submit(GenerationJob(t, max_frames=20, sampling=GREEDY)) for t in texts(vec)]
+        audio = await asyncio.wait_for(asyncio.gather(*(drain(h) for h in handles)), 60)
+        assert all(a.shape == (h.stats.frames * 320,) for a, h in zip(audio, handles))
+    finally:
+        engine.stop()
+    assert engine.load == (0, 0)
+
+
+async def test_graph_buffers_give_the_same_tokens_as_the_plain_step(model, codec, vec):
+    """The CUDA-graph step's buffer handling, run eagerly on CPU: rows joining, leaving, padding."""
+    from wyoming_lina.engine.graphed_step import GraphConfig
+
+    jobs = [GenerationJob(t, max_frames=n, sampling=GREEDY) for t, n in zip(texts(vec), (30, 9, 22))]
+    jobs.append(GenerationJob(texts(vec)[0], max_frames=25, sampling=SamplingOptions(top_k=30, seed=5), prompt_codes=vec["prompt_codes"][0, :5]))
+    expected = []
+    plain = Engine(model, StreamingDecoder(codec))
+    for job in jobs:
+        handle = plain.submit(job)
+        await run_all(plain, [handle])
+        expected.append(handle.stats.tokens)
+
+    graphed = Engine(model, StreamingDecoder(codec), graphs=GraphConfig(batch_buckets=(2, 4, 8), text_buckets=(32, 64), capture=False))
+    first = [graphed.submit(jobs[0]), graphed.submit(jobs[1])]
+    for _ in range(5):
+        graphed.run_once()
+    late = [graphed.submit(jobs[2]), graphed.submit(jobs[3])]
+    await run_all(graphed, first + late)
+    assert [h.stats.tokens for h in first + late] == expected
+
+
+def test_engine_options_per_device():
+    from wyoming_lina.engine.loop import engine_options
+
+    cuda = engine_options("cuda")
+    assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1
+    assert engine_options("cuda", compile=False)["graphs"].compile is False
+    assert engine_options("cpu") == {"graphs": None, "decode_interval": 1}

@@ -1,0 +1,110 @@
+"""Text + voice -> ordered int16 PCM, through the real engine thread on the fixture models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from wyoming_lina.codec import load_codec
+from wyoming_lina.engine import Engine, SamplingOptions, StreamingDecoder
+from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
+from wyoming_lina.errors import TextTooLongError, UnknownVoiceError
+from wyoming_lina.model import load_lina, load_speaker_state
+from wyoming_lina.text import LinaTokenizer
+from wyoming_lina.voices.voice import Voice
+
+
+class Voices:
+    """A fixed set of real voices (what the voice store hands the synthesizer)."""
+
+    def __init__(self, voices):
+        self.voices = {v.name: v for v in voices}
+
+    def get(self, name):
+        if name not in self.voices:
+            raise UnknownVoiceError(f"no voice {name!r}; available: {', '.join(self.voices)}")
+        return self.voices[name]
+
+    def list(self):
+        return [v.info for v in self.voices.values()]
+
+
+@pytest.fixture(scope="module")
+def synth(lina_dir, codec_dir):
+    model = load_lina(lina_dir / "model.ckpt")
+    codec = load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
+    vec = load_file(str(lina_dir / "vectors.safetensors"))
+    voices = Voices(
+        [
+            Voice("plain"),
+            Voice("clip", prompt_codes=vec["prompt_codes"][0], prompt_text="a short prompt"),
+            Voice("tuned", initial_state=load_speaker_state(lina_dir / "speaker_state.safetensors", model)),
+        ]
+    )
+    settings = SynthesisSettings(
+        default_voice="plain", min_frames=5, frames_per_token=1.0, sentence_silence=0.1,
+        max_text_chars=500, sampling=SamplingOptions(top_k=1),
+    )  # fmt: skip
+    engine = Engine(model, StreamingDecoder(codec))
+    engine.start()
+    yield Synthesizer(engine, LinaTokenizer(lina_dir / "bpe256.json"), voices, settings)
+    engine.stop()
+
+
+async def collect(aiter):
+    return [chunk async for chunk in aiter]
+
+
+async def test_whole_text_is_spoken_sentence_by_sentence(synth):
+    chunks = await asyncio.wait_for(collect(synth.synthesize("Hello there. It is 5 o'clock!", "clip")), 60)
+    audio = np.concatenate(chunks)
+    assert audio.dtype == np.int16 and len(audio) > 0
+    silence = int(0.1 * 24000)
+    frames_audio = len(audio) - silence  # two sentences, one pause between them
+    assert frames_audio % 320 == 0
+    assert any(len(c) == silence and not c.any() for c in chunks)
+
+
+async def test_streamed_fragments_submit_each_sentence_when_complete(synth):
+    stream = synth.open_stream("tuned")
+    stream.add_text("Hel")
+    stream.add_text("lo there. How ")
+    assert stream.sentences == 1  # "Hello there." already generating
+    stream.add_text("are you?")
+    stream.finish()
+    assert stream.sentences == 2
+    chunks = await asyncio.wait_for(collect(stream), 60)
+    assert sum(len(c) for c in chunks) > 0
+
+
+async def test_default_voice_and_unknown_voice(synth):
+    assert synth.resolve_voice(None).name == "plain"
+    with pytest.raises(UnknownVoiceError, match="plain, clip, tuned"):
+        synth.resolve_voice("nobody")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "...", "!?", "\U0001F600"])
+async def test_nothing_to_say_gives_no_audio(synth, text):
+    assert await asyncio.wait_for(collect(synth.synthesize(text)), 30) == []
+
+
+async def test_text_over_the_limit_is_refused(synth):
+    with pytest.raises(TextTooLongError):
+        await collect(synth.synthesize("word " * 200))
+
+
+async def test_cancelling_a_stream_frees_its_rows(synth):
+    stream = synth.open_stream("plain")
+    stream.add_text("One sentence here. Another one there. And a third one.")
+    stream.finish()
+    agen = stream.__aiter__()
+    await asyncio.wait_for(agen.__anext__(), 30)
+    await agen.aclose()  # the client went away
+    for _ in range(100):
+        if synth.engine.load == (0, 0):
+            break
+        await asyncio.sleep(0.05)
+    assert synth.engine.load == (0, 0)

@@ -1,0 +1,8 @@
+"""Batched generation: all GPU work at serving time goes through here."""
+
+from .decoding import StreamingDecoder
+from .job import GenerationJob, JobHandle, JobStats
+from .loop import Engine
+from .sampling import SamplingOptions, sample_tokens
+
+__all__ = ["Engine", "GenerationJob", "JobHandle", "JobStats", "SamplingOptions", "StreamingDecoder", "sample_tokens"]

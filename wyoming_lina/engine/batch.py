@@ -1,0 +1,80 @@
+"""The running batch: every active utterance's text context, recurrent state and next input.
+
+Rows join (``extend``) and leave (``keep``) only between steps; the tensors are re-stacked
+then and stay put while rows generate (text-generation-inference's filter/concatenate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model import LinaState, TextContext
+from .job import JobHandle
+
+
+@dataclass
+class Row:
+    handle: JobHandle
+    seed: int
+    decoder: object  # the row's streaming-decoder state (engine.decoding)
+    frames: int = 0  # new frames generated so far
+    pending: list[int] = field(default_factory=list)  # codes not yet handed to the decoder
+    audible: bool = False
+    ended: bool = False  # reached EOS or its frame limit  # some audio was delivered (until then, decode at every step)
+
+
+@dataclass
+class ActiveBatch:
+    rows: list[Row] = field(default_factory=list)
+    ctx: TextContext | None = None
+    state: LinaState | None = None
+    next_tokens: torch.Tensor | None = None  # [B] input of the next step
+    counters: torch.Tensor | None = None  # [B] sampling counter (steps sampled so far)
+    top_k: torch.Tensor | None = None
+    top_p: torch.Tensor | None = None
+    temperature: torch.Tensor | None = None
+    seeds: torch.Tensor | None = None
+    generation: int = 0  # bumped whenever rows join or leave (the tensors are new then)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    _TENSORS = ("next_tokens", "counters", "top_k", "top_p", "temperature", "seeds")
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only these rows (in this order)."""
+        if len(indices) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in indices]
+        self.generation += 1
+        if not indices:
+            self.ctx = self.state = None
+            for name in self._TENSORS:
+                setattr(self, name, None)
+            return
+        idx = torch.tensor(indices, device=self.next_tokens.device)
+        self.ctx = self.ctx.select(idx)
+        self.state = self.state.select(idx)
+        for name in self._TENSORS:
+            setattr(self, name, getattr(self, name)[idx])
+
+    def extend(self, other: "ActiveBatch") -> None:
+        if not other.rows:
+            return
+        generation = self.generation + 1
+        if not self.rows:
+            self.__dict__.update(other.__dict__)
+            self.generation = generation
+            return
+        self.generation = generation
+        self.rows = self.rows + other.rows
+        self.ctx = TextContext.cat([self.ctx, other.ctx])
+        self.state = LinaState.cat([self.state, other.state])
+        for name in self._TENSORS:
+            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
+
+    @property
+    def max_k(self) -> int:
+        return max(r.handle.job.sampling.top_k for r in self.rows)

@@ -1,0 +1,200 @@
+"""The decode step for the whole batch, replayed from CUDA graphs.
+
+A step at batch 1 is ~100 small kernels; launched from Python they cost milliseconds, while
+the GPU work is tens of microseconds. So the step (model + sampling + in-place state update)
+is captured once per (batch bucket, text-length bucket) and replayed. Every graph reads and
+writes one set of static buffers sized for the largest bucket, and the ``ActiveBatch``
+tensors are views into them, so a step costs one replay plus reading the sampled tokens.
+When rows join or leave, the batch's (new) tensors are copied into the buffers once.
+
+With ``capture=False`` (CPU, tests) the same buffers and code run eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from ..model import LinaModel, LinaState, TextContext
+from ..model.gla import GLAState
+from .batch import ActiveBatch
+from .sampling import sample_tokens
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def bucket(n: int, sizes: tuple[int, ...]) -> int:
+    """Smallest bucket >= n (the largest if n exceeds them all)."""
+    for size in sizes:
+        if size >= n:
+            return size
+    raise ValueError(f"{n} exceeds the largest bucket {sizes[-1]}")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    text_buckets: tuple[int, ...] = (64, 128, 256, 512)
+    top_k_buckets: tuple[int, ...] = (128, 1024)
+    kernel: str = "naive"  # GLA at T=1 as plain tensor ops (fuses well, captures cleanly)
+    capture: bool = True  # False: run the same code eagerly (CPU)
+    compile: bool = False  # fuse the step with torch.compile before capturing (slow first capture)
+
+
+class GraphedStep:
+    def __init__(self, model: LinaModel, config: GraphConfig = GraphConfig()):
+        self.model = model
+        self.config = config
+        self.capacity = config.batch_buckets[-1]
+        self.max_text = config.text_buckets[-1]
+        self._buffers: dict | None = None
+        self._graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
+        self._pool = None
+        self._bound: tuple[int, int] | None = None  # (id(batch), batch.generation) held by the buffers
+        self._compute = self._compute_step
+        if config.compile:
+            # dynamic sizes: one compilation serves every batch/text bucket (batch 1 is specialised)
+            self._compute = torch.compile(self._compute_step, dynamic=True)
+
+    # --- buffers ---------------------------------------------------------------------------
+    def _alloc(self, batch: ActiveBatch) -> dict:
+        C, N, dev = self.capacity, self.max_text, batch.next_tokens.device
+
+        def like(t: torch.Tensor, *lead: int) -> torch.Tensor:
+            return torch.zeros(*lead, *t.shape[len(lead) :], dtype=t.dtype, device=dev)
+
+        ctx = batch.ctx
+        bufs = {
+            "keys": torch.zeros(C, N, ctx.keys.shape[2], dtype=ctx.keys.dtype, device=dev),
+            "values": torch.zeros(C, N, ctx.values.shape[2], dtype=ctx.values.dtype, device=dev),
+            "positions": torch.zeros(C, N, ctx.positions.shape[2], dtype=ctx.positions.dtype, device=dev),
+            "mask": torch.zeros(C, N, dtype=torch.bool, device=dev),
+            "state": [GLAState(*(None if t is None else like(t, C) for t in layer)) for layer in batch.state.layers],
+        }
+        for name in ActiveBatch._TENSORS:
+            bufs[name] = like(getattr(batch, name), C)
+        bufs["mask"][:, 0] = True  # padding rows attend somewhere (no NaN), results ignored
+        return bufs
+
+    def _bind(self, batch: ActiveBatch, B: int, N: int) -> None:
+        """Copy the batch into the buffers and make its tensors views of them."""
+        if self._buffers is None:
+            self._buffers = self._alloc(batch)
+        b, n, nb = self._buffers, len(batch), batch.ctx.mask.shape[1]
+        if nb > self.max_text:
+            raise ValueError(f"text of {nb} tokens exceeds the graphed maximum {self.max_text}")
+        for name in ("keys", "values", "positions", "mask"):
+            b[name][:n, :nb].copy_(getattr(batch.ctx, name))
+            b[name][:n, nb:].zero_()
+        b["mask"][n:, 0] = True
+        for layer_buf, layer in zip(b["state"], batch.state.layers):
+            for buf, t in zip(layer_buf, layer):
+                if buf is not None:
+                    buf[:n].copy_(t)
+        for name in ActiveBatch._TENSORS:
+            b[name][:n].copy_(getattr(batch, name))
+            b[name][n:] = b[name][n - 1]  # padding rows copy a valid row's settings
+        batch.ctx = TextContext(b["keys"][:n, :N], b["values"][:n, :N], b["positions"][:n, :N], b["mask"][:n, :N])
+        batch.state = LinaState(
+            [GLAState(*(None if buf is None else buf[:n] for buf in layer)) for layer in b["state"]]
+        )
+        for name in ActiveBatch._TENSORS:
+            setattr(batch, name, b[name][:n])
+        self._bound = (id(batch), batch.generation)
+
+    # --- the step ---------------------------------------------------------------------------
+    def _step_into_buffers(self, B: int, N: int, K: int) -> None:
+        """model.step + sampling on buffer rows [:B], text [:N]; writes state and tokens in place."""
+        b = self._buffers
+        ctx = TextContext(b["keys"][:B, :N], b["values"][:B, :N], b["positions"][:B, :N], b["mask"][:B, :N])
+        state = LinaState([GLAState(*(None if t is None else t[:B] for t in layer)) for layer in b["state"]])
+        tokens, new = self._compute(
+            ctx,
+            state,
+            b["next_tokens"][:B],
+            b["top_k"][:B],
+            b["top_p"][:B],
+            b["temperature"][:B],
+            b["seeds"][:B],
+            b["counters"][:B],
+            K,
+        )
+        for layer_buf, layer in zip(state.layers, new.layers):
+            for buf, t in zip(layer_buf, layer):
+                if buf is not None:
+                    buf.copy_(t)
+        b["next_tokens"][:B].copy_(tokens)
+        b["counters"][:B].add_(1)
+
+    def _compute_step(self, ctx, state, tokens, top_k, top_p, temperature, seeds, counters, K: int):
+        """The pure part of a step (what torch.compile fuses): model step and sampling."""
+        logits, new = self.model.step(ctx, tokens, state, kernel=self.config.kernel)
+        return sample_tokens(logits, top_k, top_p, temperature, seeds, counters, K), new
+
+    def _capture(self, key: tuple[int, int, int]) -> torch.cuda.CUDAGraph:
+        B, N, K = key
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        snapshot = self._snapshot()
+        with torch.cuda.stream(stream):  # warm-up outside the graph (allocations, autotuning)
+            self._step_into_buffers(B, N, K)
+        torch.cuda.current_stream().wait_stream(stream)
+        self._restore(snapshot)
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._step_into_buffers(B, N, K)
+        self._restore(snapshot)  # capture ran the step once more; undo it
+        _LOGGER.debug("captured decode step graph B=%d N=%d K=%d", B, N, K)
+        return graph
+
+    def _snapshot(self):
+        b = self._buffers
+        return [t.clone() for layer in b["state"] for t in layer if t is not None] + [
+            b["next_tokens"].clone(),
+            b["counters"].clone(),
+        ]
+
+    def _restore(self, snapshot) -> None:
+        b = self._buffers
+        live = [t for layer in b["state"] for t in layer if t is not None] + [b["next_tokens"], b["counters"]]
+        for dst, src in zip(live, snapshot):
+            dst.copy_(src)
+
+    def keys_for(self, batch: ActiveBatch) -> tuple[int, int, int]:
+        cfg = self.config
+        return (
+            bucket(len(batch), cfg.batch_buckets),
+            bucket(batch.ctx.mask.shape[1], cfg.text_buckets),
+            bucket(batch.max_k, cfg.top_k_buckets),
+        )
+
+    @torch.inference_mode()
+    def warm(self, batch_sizes, text_len: int, top_k: int = 100) -> None:
+        """Capture graphs ahead of traffic (needs buffers: call after the first bind)."""
+        if not self.config.capture or self._buffers is None:
+            return
+        cfg = self.config
+        N, K = bucket(text_len, cfg.text_buckets), bucket(top_k, cfg.top_k_buckets)
+        for B in batch_sizes:
+            key = (bucket(B, cfg.batch_buckets), N, K)
+            if key not in self._graphs:
+                self._graphs[key] = self._capture(key)
+
+    @torch.inference_mode()
+    def __call__(self, batch: ActiveBatch) -> torch.Tensor:
+        """Advance every row one step; returns the sampled tokens [n] (views of the buffers)."""
+        B, N, K = self.keys_for(batch)
+        if self._bound != (id(batch), batch.generation) or batch.ctx.mask.shape[1] != N:
+            self._bind(batch, B, N)
+        if self.config.capture:
+            key = (B, N, K)
+            if key not in self._graphs:
+                self._graphs[key] = self._capture(key)
+            self._graphs[key].replay()
+        else:
+            self._step_into_buffers(B, N, K)
+        return batch.next_tokens

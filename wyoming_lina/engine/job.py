@@ -1,0 +1,101 @@
+"""What the engine is asked to generate, and how the asker receives the audio.
+
+A ``GenerationJob`` is one utterance (one sentence): token ids, the voice conditioning and
+the sampling settings. ``JobHandle`` is its asyncio-side end: the engine thread delivers
+audio chunks into it thread-safely; the caller iterates it and may cancel it at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..model import InitialState
+from .sampling import SamplingOptions
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    text_ids: list[int]  # "[BOS]" + (prompt transcript + " ") + text + "[EOS]"
+    max_frames: int  # hard stop for a row that never emits EOS
+    sampling: SamplingOptions = SamplingOptions()
+    prompt_codes: torch.Tensor | None = None  # [P] codec codes of the voice clip
+    initial_state: InitialState | None = None  # IST voice state
+    deadline: float | None = None  # time.monotonic() after which the job fails
+
+    def __post_init__(self):
+        if len(self.text_ids) < 2:
+            raise ValueError("text_ids must hold at least BOS and EOS")
+        if self.max_frames < 1:
+            raise ValueError("max_frames must be positive")
+
+
+@dataclass
+class JobStats:
+    frames: int = 0  # codec frames generated (75 per second of audio)
+    stop_reason: str = ""  # "eos", "max_frames", "cancelled" or "error"
+    tokens: list[int] = field(default_factory=list)  # sampled token ids (codes + 3; EOS last if reached)
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None  # joined the batch
+    first_audio: float | None = None
+    finished: float | None = None
+
+
+class _Done:
+    pass
+
+
+class JobHandle:
+    """Async iterator of float32 audio chunks (24 kHz mono) for one job."""
+
+    def __init__(self, job: GenerationJob, loop: asyncio.AbstractEventLoop):
+        self.job = job
+        self.stats = JobStats()
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self.done = False
+
+    # --- engine thread side ------------------------------------------------------------
+    def deliver(self, samples: np.ndarray) -> None:
+        if self.stats.first_audio is None:
+            self.stats.first_audio = time.monotonic()
+        self._put(samples)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.stats.finished = time.monotonic()
+        self._put(error if error is not None else _Done())
+
+    def _put(self, item) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the caller's event loop is closed: nobody is listening
+            self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    # --- caller side ---------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Ask the engine to drop this job before its next step."""
+        self._cancelled.set()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> np.ndarray:
+        item = await self._queue.get()
+        if isinstance(item, _Done):
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item

@@ -1,0 +1,301 @@
+"""The generation loop: one thread per device owns the model and the codec.
+
+Each iteration: drop cancelled or overdue rows -> admit waiting jobs (text encoding and ONE
+parallel prompt prefill each) -> one batched decode step for every active row -> sample ->
+stream newly decodable audio of all rows in one batched codec call -> retire finished rows.
+Callers talk to it only through ``submit`` (thread-safe) and their ``JobHandle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import sys
+import threading
+import time
+
+import torch
+
+from ..errors import DeadlineExceededError, OverloadedError, SynthesisError, UnsupportedTextError
+from ..model import BOS, EOS, N_SPECIAL_AUDIO, LinaModel, LinaState
+from .batch import ActiveBatch, Row
+from .decoding import StreamingDecoder
+from .graphed_step import GraphConfig, GraphedStep
+from .job import GenerationJob, JobHandle
+from .sampling import sample_tokens
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _prompt_length(job: GenerationJob) -> int:
+    return 0 if job.prompt_codes is None else len(job.prompt_codes)
+
+
+def engine_options(device_type: str, *, compile: bool = True) -> dict:
+    """How the loop runs on this device: CUDA replays graphed steps and batches codec decodes
+    over 8 steps (107 ms of audio); the CPU runs the plain step and decodes every step."""
+    if device_type == "cuda":
+        return {"graphs": GraphConfig(compile=compile), "decode_interval": 8}
+    return {"graphs": None, "decode_interval": 1}
+
+
+class Engine:
+    @classmethod
+    def create(cls, model: LinaModel, decoder: StreamingDecoder, *, compile: bool = True, **kwargs) -> "Engine":
+        """An engine with the right loop settings for the model's device."""
+        return cls(model, decoder, **engine_options(model.device.type, compile=compile), **kwargs)
+
+    def __init__(
+        self,
+        model: LinaModel,
+        decoder: StreamingDecoder,
+        *,
+        max_batch: int = 256,
+        max_queue: int = 1024,
+        max_admit_per_step: int = 16,
+        graphs: GraphConfig | None = None,
+        decode_interval: int = 1,
+    ):
+        self.model = model
+        self.decoder = decoder
+        self.device = model.device
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.max_admit_per_step = max_admit_per_step
+        self.batch = ActiveBatch()
+        self._pending: collections.deque[JobHandle] = collections.deque()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.steps = 0
+        self.decode_interval = decode_interval  # batch streaming decodes over this many steps
+        self.graphed = GraphedStep(model, graphs) if graphs is not None else None
+        self._inflight = None  # graphed: (rows, host tokens, event) of the step still to process
+        if self.graphed is not None:
+            self.max_batch = min(max_batch, self.graphed.capacity)
+            pin = self.device.type == "cuda"
+            self._host_tokens = [
+                torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin) for _ in range(2)
+            ]
+
+    # --- caller side ---------------------------------------------------------------------
+    def submit(self, job: GenerationJob, loop: asyncio.AbstractEventLoop | None = None) -> JobHandle:
+        """Queue a job; raises OverloadedError when the queue is full."""
+        handle = JobHandle(job, loop or asyncio.get_running_loop())
+        if len(job.text_ids) > self.model.config.max_text_len:
+            raise UnsupportedTextError(
+                f"text of {len(job.text_ids)} tokens is longer than the model's {self.model.config.max_text_len}"
+            )
+        with self._wakeup:
+            if len(self._pending) >= self.max_queue:
+                raise OverloadedError(f"{len(self._pending)} requests are already waiting; try again shortly")
+            self._pending.append(handle)
+            self._wakeup.notify()
+        return handle
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="lina-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop; unfinished jobs fail with a clear error."""
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        error = SynthesisError("the server is shutting down")
+        for row in self.batch.rows:
+            row.handle.finish(error)
+        while self._pending:
+            self._pending.popleft().finish(error)
+        self.batch = ActiveBatch()
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(active rows, waiting jobs)."""
+        return len(self.batch), len(self._pending)
+
+    # --- engine thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while not self._stopping:
+                with self._wakeup:
+                    while not (self._pending or self.batch.rows or self._inflight or self._stopping):
+                        self._wakeup.wait(timeout=0.5)
+                if self._stopping:
+                    break
+                try:
+                    self.run_once()
+                except Exception as err:  # never let the loop die: fail the batch, keep serving
+                    _LOGGER.exception("generation step failed; failing %d active rows", len(self.batch))
+                    for row in self.batch.rows:
+                        row.handle.finish(SynthesisError(f"generation failed: {err}"))
+                    self.batch = ActiveBatch()
+
+    @torch.inference_mode()
+    def run_once(self) -> None:
+        """One iteration of the loop (called by the thread; tests may call it directly)."""
+        self._drop_finished_or_cancelled()
+        self._admit()
+        if self.batch.rows:
+            self._step()
+        else:
+            self._flush_inflight()
+
+    def _drop_finished_or_cancelled(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for i, row in enumerate(self.batch.rows):
+            job = row.handle.job
+            if row.ended:
+                continue
+            if row.handle.cancelled:
+                row.handle.finish()
+            elif job.deadline is not None and now > job.deadline:
+                row.handle.finish(DeadlineExceededError("the request took longer than its deadline"))
+            else:
+                keep.append(i)
+        self.batch.keep(keep)
+
+    def _admit(self) -> None:
+        room = min(self.max_batch - len(self.batch), self.max_admit_per_step)
+        handles = []
+        with self._wakeup:
+            while self._pending and len(handles) < room:
+                handle = self._pending.popleft()
+                if handle.cancelled:
+                    handle.finish()
+                else:
+                    handles.append(handle)
+        groups: dict[int, list[JobHandle]] = collections.defaultdict(list)
+        for handle in handles:  # one voice = one prompt length: its requests prefill together
+            groups[_prompt_length(handle.job)].append(handle)
+        for group in groups.values():
+            try:
+                self._start(group)
+            except Exception:
+                if len(group) == 1:
+                    self._fail_start(group[0])
+                    continue
+                for handle in group:  # find the bad one: the others still start
+                    try:
+                        self._start([handle])
+                    except Exception:
+                        self._fail_start(handle)
+
+    @staticmethod
+    def _fail_start(handle: JobHandle) -> None:
+        err = sys.exc_info()[1]
+        _LOGGER.exception("could not start a job")
+        handle.finish(err if isinstance(err, SynthesisError) else SynthesisError(f"could not start: {err}"))
+
+    def _start(self, handles: list[JobHandle]) -> None:
+        self.batch.extend(self._prepare(handles))
+        now = time.monotonic()
+        for handle in handles:
+            handle.stats.started = now
+
+    def _prepare(self, handles: list[JobHandle]) -> ActiveBatch:
+        """Encode the texts and prefill the voice prompts (all of one length) in ONE parallel pass."""
+        model, dev = self.model, self.device
+        jobs = [h.job for h in handles]
+        n = max(len(j.text_ids) for j in jobs)
+        text = torch.zeros(len(jobs), n, dtype=torch.long)
+        mask = torch.zeros(len(jobs), n, dtype=torch.bool)
+        for i, job in enumerate(jobs):
+            text[i, : len(job.text_ids)] = torch.tensor(job.text_ids)
+            mask[i, : len(job.text_ids)] = True
+        ctx = model.encode_text(text.to(dev), mask.to(dev))
+        state = LinaState.cat([model.init_state(1, job.initial_state) for job in jobs])
+        next_tokens = torch.full((len(jobs),), BOS, dtype=torch.long, device=dev)
+        if _prompt_length(jobs[0]):
+            prompts = torch.stack([job.prompt_codes.long() for job in jobs]).to(dev) + N_SPECIAL_AUDIO
+            inputs = torch.cat([torch.full_like(prompts[:, :1], BOS), prompts[:, :-1]], dim=1)
+            _, state = model.forward_audio(ctx, inputs, state)
+            next_tokens = prompts[:, -1]
+        seeds = [j.sampling.seed if j.sampling.seed is not None else random.getrandbits(62) for j in jobs]
+        return ActiveBatch(
+            rows=[Row(handle=h, seed=seed, decoder=self.decoder.open()) for h, seed in zip(handles, seeds)],
+            ctx=ctx,
+            state=state,
+            next_tokens=next_tokens,
+            counters=torch.zeros(len(jobs), dtype=torch.long, device=dev),
+            top_k=torch.tensor([j.sampling.top_k for j in jobs], device=dev),
+            top_p=torch.tensor([j.sampling.top_p for j in jobs], device=dev),
+            temperature=torch.tensor([j.sampling.temperature for j in jobs], device=dev),
+            seeds=torch.tensor(seeds, dtype=torch.long, device=dev),
+        )
+
+    def _step(self) -> None:
+        b = self.batch
+        if self.graphed is None:
+            logits, b.state = self.model.step(b.ctx, b.next_tokens, b.state)
+            tokens = sample_tokens(logits, b.top_k, b.top_p, b.temperature, b.seeds, b.counters, b.max_k)
+            b.next_tokens = tokens
+            b.counters = b.counters + 1
+            self.steps += 1
+            self._process(list(b.rows), tokens.tolist())  # the one host sync per step
+            return
+        # Graphed: launch this step, then process the previous step's tokens while the GPU
+        # works. A row that ended at step t runs step t + 1 too; that token is ignored.
+        rows = list(b.rows)
+        tokens = self.graphed(b)  # state, tokens and counters updated in place
+        self.steps += 1
+        slot = self._host_tokens[self.steps % 2][: len(rows)]
+        slot.copy_(tokens, non_blocking=True)
+        event = torch.cuda.Event() if tokens.is_cuda else None
+        if event is not None:
+            event.record()
+        previous, self._inflight = self._inflight, (rows, slot, event)
+        if previous is not None:
+            self._finish_inflight(previous)
+
+    def _flush_inflight(self) -> None:
+        if self._inflight is not None:
+            previous, self._inflight = self._inflight, None
+            self._finish_inflight(previous)
+
+    def _finish_inflight(self, inflight) -> None:
+        rows, slot, event = inflight
+        if event is not None:
+            event.synchronize()
+        self._process(rows, slot.tolist())
+
+    def _process(self, rows: list[Row], tokens: list[int]) -> None:
+        """Record one step's tokens, stream the audio that became decodable, retire ended rows."""
+        ended = []
+        for row, token in zip(rows, tokens):
+            if row.ended:  # ended at an earlier step (graphed: one step of lag)
+                continue
+            row.handle.stats.tokens.append(token)
+            if token == EOS:
+                row.handle.stats.stop_reason = "eos"
+            else:
+                row.frames += 1
+                row.pending.append(max(token - N_SPECIAL_AUDIO, 0))  # specials -> code 0 (as upstream)
+                if row.frames >= row.handle.job.max_frames:
+                    row.handle.stats.stop_reason = "max_frames"
+            if row.handle.stats.stop_reason:
+                row.ended = True
+                ended.append(row)
+        periodic = self.steps % self.decode_interval == 0
+        due = [(row, row.ended) for row in rows if not row.handle.done and (periodic or row.ended or not row.audible)]
+        for row, _ in due:
+            if row.pending:
+                self.decoder.push(row.decoder, row.pending)
+                row.pending = []
+        for row, audio in self.decoder.decode(due, lambda row: row.decoder):
+            if len(audio):
+                row.audible = True
+                row.handle.deliver(audio)
+        for row in ended:
+            row.handle.stats.frames = row.frames
+            row.handle.finish()
+        if ended:
+            self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])

@@ -1,0 +1,332 @@
+"""``wyoming-lina voice ...``: add, list, show, remove and tune voices.
+
+The server wires this in with ``add_voice_parser(subparsers)`` and ``run(args)``; it also
+runs alone: ``python -m wyoming_lina.voices.cli add alice --audio alice.wav --text "..."
+--data-dir /data``. The model-file options (``--data-dir``, ``--lina-checkpoint``,
+``--codec-config``, ``--codec-checkpoint``, ``--tokenizer``, ``--device``, ``--dtype``,
+``--voices-file``) are accepted before or after the sub-command and never override values
+the server's own parser already put in ``args`` (their default is "not given").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import LinaError, VoiceError
+
+_LOGGER = logging.getLogger(__name__)
+
+_MODEL_OPTIONS = (
+    ("--data-dir", "folder holding voices/ (and the downloaded models)"),
+    ("--voices-file", "YAML file listing voices kept elsewhere (name: {audio, text, state, languages, description})"),
+    ("--lina-checkpoint", "Lina-Speech checkpoint (.ckpt or .safetensors)"),
+    ("--codec-config", "WavTokenizer yaml"),
+    ("--codec-checkpoint", "WavTokenizer checkpoint"),
+    ("--tokenizer", "Lina text tokenizer (bpe256.json)"),
+    ("--device", "cpu or cuda (default: cuda when available)"),
+    ("--dtype", "weights dtype on CUDA for tuning: float32 (default) or bfloat16"),
+)
+
+_TUNE_SETTINGS = (
+    # (option, TuningConfig field, type, help)
+    ("--max-steps", "max_steps", int, "optimizer steps in all (default 1000)"),
+    ("--max-minutes", "max_minutes", float, "stop after this many minutes (then --resume continues)"),
+    ("--lr", "lr", float, "Adam learning rate (default 0.1, as in the paper)"),
+    ("--rank", "rank", int, "rank of each layer's initial state (default 1)"),
+    ("--batch-size", "batch_size", int, "clips per micro-batch (default 2)"),
+    ("--grad-accum", "grad_accum", int, "micro-batches per step (default 4)"),
+    ("--val-clips", "val_clips", int, "held-out clips for early stopping (default: about 10%%, 1 to 8)"),
+    ("--eval-every", "eval_every", int, "steps between held-out evaluations and checkpoints (default 25)"),
+    ("--patience", "patience", int, "evaluations without improvement before stopping (default 8; 0: never)"),
+    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--max-clip-seconds", "max_clip_seconds", float, "skip clips longer than this (default 20)"),
+)
+
+
+def add_voice_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``voice`` command (with its sub-commands) to a main parser's subparsers."""
+    parser = subparsers.add_parser(
+        "voice",
+        help="manage voices: add, list, show, remove, tune",
+        description="Manage the voices in the data dir (see docs/voices.md).",
+    )
+    return build_voice_parser(parser)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model files")
+    for option, help_text in _MODEL_OPTIONS:
+        group.add_argument(option, default=argparse.SUPPRESS, help=help_text)
+
+
+def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` the voice sub-commands and options."""
+    _add_model_options(parser)
+    sub = parser.add_subparsers(dest="voice_command", metavar="COMMAND")
+    sub.required = True
+
+    add = sub.add_parser("add", help="add a voice from a clip + transcript, or from a speaker-state file")
+    add.add_argument("name", help="voice name: letters, digits, '-', '_', '.' (not first); at most 64")
+    add.add_argument("--audio", help="clip of the voice: 3 to 15 s of clear speech (wav, flac, ogg, mp3; any rate)")
+    text = add.add_mutually_exclusive_group()
+    text.add_argument("--text", help="exactly what is said in the clip")
+    text.add_argument("--text-file", help="file holding the transcript")
+    add.add_argument("--state", help="an upstream speaker-state file (state.safetensors) to use as the voice")
+    add.add_argument("--language", action="append", help="language code, e.g. en (repeat for more; default en)")
+    add.add_argument("--description", default="", help="shown in Home Assistant")
+    add.add_argument("--overwrite", action="store_true", help="replace a voice of the same name")
+
+    lst = sub.add_parser("list", help="list the voices (also broken ones, with the reason)")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+
+    show = sub.add_parser("show", help="show everything about one voice")
+    show.add_argument("name")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    remove = sub.add_parser("remove", help="delete a voice")
+    remove.add_argument("name")
+
+    tune = sub.add_parser(
+        "tune",
+        help="learn a voice by initial-state tuning from minutes of speech",
+        description="Learn a voice from a few minutes of one speaker (initial-state tuning). DIR holds "
+        "clip.wav + clip.txt pairs, or an LJSpeech metadata.csv with wavs/. Runs on CUDA when available.",
+    )
+    tune.add_argument("name")
+    tune.add_argument("--data", required=True, metavar="DIR", help="folder of clips with transcripts")
+    for option, dest, kind, help_text in _TUNE_SETTINGS:
+        tune.add_argument(option, dest=f"tune_{dest}", type=kind, default=None, help=help_text)
+    how = tune.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue an interrupted or finished tuning")
+    how.add_argument("--overwrite", action="store_true", help="start over, replacing a tuned state")
+    tune.add_argument("--language", action="append", help="language code (default: the voice's, or en)")
+    tune.add_argument("--description", default=None, help="shown in Home Assistant")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    for command in (add, lst, show, remove, tune):
+        _add_model_options(command)
+    return parser
+
+
+# --- running -------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed ``voice`` command; returns the process exit code."""
+    commands = {"add": _add, "list": _list, "show": _show, "remove": _remove, "tune": _tune}
+    try:
+        return commands[args.voice_command](args)
+    except LinaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _option(args, name: str):
+    return getattr(args, name, None)
+
+
+def _data_dir(args) -> Path:
+    data_dir = _option(args, "data_dir")
+    if not data_dir:
+        raise VoiceError("--data-dir is required: the folder that holds voices/")
+    return Path(data_dir)
+
+
+def _device(args) -> str:
+    import torch
+
+    device = _option(args, "device")
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_codec(args):
+    if not _option(args, "codec_checkpoint"):
+        return None
+    from ..codec import load_codec
+
+    return load_codec(_option(args, "codec_config"), args.codec_checkpoint, device=_device(args))
+
+
+def _load_model(args, dtype=None):
+    if not _option(args, "lina_checkpoint"):
+        return None
+    from ..model import load_lina
+
+    return load_lina(args.lina_checkpoint, device=_device(args), dtype=dtype)
+
+
+def _load_tokenizer(args):
+    if not _option(args, "tokenizer"):
+        return None
+    from ..text import LinaTokenizer
+
+    return LinaTokenizer(args.tokenizer)
+
+
+def _store(args, codec=None, model=None, tokenizer=None):
+    from .store import VoiceStore
+
+    return VoiceStore(
+        _data_dir(args),
+        codec=codec,
+        model=model,
+        config_path=_option(args, "voices_file"),
+        tokenizer=tokenizer,
+        log_problems=False,  # list and show print them
+    )
+
+
+def _add(args) -> int:
+    text = args.text
+    if args.text_file:
+        try:
+            text = Path(args.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise VoiceError(f"cannot read the transcript {args.text_file}: {err}") from err
+    if args.audio is None and args.state is None:
+        raise VoiceError("give a clip (--audio CLIP --text TRANSCRIPT) or a speaker state (--state FILE)")
+    store = _store(
+        args,
+        codec=_load_codec(args) if args.audio else None,
+        model=_load_model(args) if args.state else None,
+        tokenizer=_load_tokenizer(args),
+    )
+    result = store.add(
+        args.name,
+        audio=args.audio,
+        text=text,
+        state=args.state,
+        languages=args.language,
+        description=args.description,
+        overwrite=args.overwrite,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    info = result.info
+    print(f"added voice {info.name!r} ({info.kind}, {', '.join(info.languages)}) in {result.folder}")
+    if args.audio and store.codec is None:
+        print("its clip will be encoded when the server loads it (no --codec-checkpoint given)")
+    return 0
+
+
+def _list(args) -> int:
+    infos = _store(args).list()
+    if args.json:
+        print(json.dumps([_info_dict(i) for i in infos], indent=2))
+        return 0
+    if not infos:
+        print(f"no voices in {_data_dir(args) / 'voices'}")
+        return 0
+    rows = [("NAME", "KIND", "LANGUAGES", "DESCRIPTION", "STATUS")]
+    for i in infos:
+        status = "ok" if i.installed else f"not usable: {i.problem}"
+        rows.append((i.name, i.kind, ",".join(i.languages), i.description, status))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4])
+    return 0
+
+
+def _info_dict(info) -> dict:
+    return {
+        "name": info.name,
+        "kind": info.kind,
+        "languages": list(info.languages),
+        "installed": info.installed,
+        "description": info.description,
+        "problem": info.problem or None,
+    }
+
+
+def _show(args) -> int:
+    details = _store(args).show(args.name)
+    if args.json:
+        print(json.dumps(details, indent=2))
+        return 0
+    for key, value in details.items():
+        if isinstance(value, dict):
+            print(f"{key}:")
+            for k, v in value.items():
+                print(f"  {k}: {v}")
+        elif value not in (None, "", []):
+            print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def _remove(args) -> int:
+    info = _store(args).remove(args.name)
+    print(f"removed voice {info.name!r}")
+    return 0
+
+
+def _tune(args) -> int:
+    import torch
+
+    from .tuning import tune_voice
+
+    missing = [o for o, a in (("--lina-checkpoint", "lina_checkpoint"), ("--codec-checkpoint", "codec_checkpoint"), ("--tokenizer", "tokenizer")) if not _option(args, a)]
+    if missing:
+        raise VoiceError(f"voice tune needs the model files: {', '.join(missing)}")
+    dtype_name = _option(args, "dtype") or "float32"
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype_name not in dtypes:
+        raise VoiceError(f"--dtype must be float32 or bfloat16, not {dtype_name!r}")
+    dtype = dtypes[dtype_name]
+    if dtype != torch.float32 and _device(args) == "cpu":
+        raise VoiceError("--dtype bfloat16 is for CUDA; on CPU tuning runs in float32")
+    model, codec, tokenizer = _load_model(args, dtype), _load_codec(args), _load_tokenizer(args)
+    settings = {dest: getattr(args, f"tune_{dest}") for _, dest, _, _ in _TUNE_SETTINGS if getattr(args, f"tune_{dest}") is not None}
+    store = _store(args, codec=codec, model=model, tokenizer=tokenizer)
+    print(f"tuning voice {args.name!r} on {args.data} ({model.device}, {dtype_name})", file=sys.stderr)
+    outcome = tune_voice(
+        store,
+        args.name,
+        args.data,
+        model=model,
+        codec=codec,
+        tokenizer=tokenizer,
+        settings=settings,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        languages=tuple(args.language) if args.language else None,
+        description=args.description,
+        progress=not args.no_progress,
+    )
+    for note in outcome.notes[:10]:
+        print(f"note: left out {note}", file=sys.stderr)
+    if len(outcome.notes) > 10:
+        print(f"note: ... and {len(outcome.notes) - 10} more files left out", file=sys.stderr)
+    for skip in outcome.report.examples_of_skips:
+        print(f"note: skipped {skip}", file=sys.stderr)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = outcome.result
+    print(f"data: {outcome.report.summary()}")
+    clips_per_s = result.clips_seen / max(result.seconds, 1e-9)
+    line = f"{result.step} steps ({result.stop_reason}) in {result.seconds / 60:.1f} min, {clips_per_s:.1f} clips/s"
+    if result.best_val_loss is not None:
+        first = next((h["val_loss"] for h in result.history if "val_loss" in h), None)
+        line += f"; held-out loss {first:.3f} -> best {result.best_val_loss:.3f}" if first is not None else ""
+    print(line)
+    if outcome.info is None:
+        print(f"interrupted: continue with 'voice tune {args.name} --data {args.data} --resume'")
+        return 130
+    print(f"voice {outcome.info.name!r} is ready ({outcome.info.kind}); checkpoint kept in {outcome.checkpoint.parent}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wyoming_lina.voices.cli", description="Manage wyoming-lina voices.")
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+    build_voice_parser(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
