@@ -153,7 +153,9 @@ def test_batch_plan_is_deterministic_and_covers_every_clip():
     epoch = [plan[i] for i in range(5)]
     assert sorted(i for b in epoch for i in b) == list(range(9))
     by_length = sorted(range(9), key=lengths.__getitem__)  # one bucket: batches are neighbours by length
-    assert sorted(sorted(b, key=lengths.__getitem__) for b in epoch) == sorted(by_length[i : i + 2] for i in range(0, 9, 2))
+    assert sorted(sorted(b, key=lengths.__getitem__) for b in epoch) == sorted(
+        by_length[i : i + 2] for i in range(0, 9, 2)
+    )
     again = BatchPlan(lengths, batch_size=2, seed=1)
     assert [again[i] for i in range(10)] == [plan[i] for i in range(10)]
     assert [plan[i] for i in range(5, 10)] != epoch  # a new epoch, a new order
@@ -200,14 +202,29 @@ def test_resume_continues_exactly_where_it_stopped(model, examples, tmp_path):
     train, val = split_examples(examples, 1, seed=0)
     config = TuningConfig(max_steps=4, batch_size=2, grad_accum=2, eval_every=2)
     straight = tune_state(model, train, val, config, checkpoint_path=tmp_path / "a.pt", progress=False)
-    first = tune_state(model, train, val, TuningConfig(**{**config.__dict__, "max_steps": 2}), checkpoint_path=tmp_path / "b.pt", progress=False)
+    first = tune_state(
+        model,
+        train,
+        val,
+        TuningConfig(**{**config.__dict__, "max_steps": 2}),
+        checkpoint_path=tmp_path / "b.pt",
+        progress=False,
+    )
     assert first.step == 2
     resumed = tune_state(model, train, val, config, checkpoint_path=tmp_path / "b.pt", resume=True, progress=False)
     assert resumed.step == 4 and resumed.history == straight.history and len(resumed.history) == 5
-    for (name, p), (_, q) in zip(straight.state.named_parameters(), resumed.state.named_parameters()):
+    for (name, p), (_, q) in zip(straight.state.named_parameters(), resumed.state.named_parameters(), strict=True):
         assert torch.equal(p, q), name
     with pytest.raises(VoiceError, match="settings differ: rank"):
-        tune_state(model, train, val, TuningConfig(**{**config.__dict__, "rank": 2}), checkpoint_path=tmp_path / "b.pt", resume=True, progress=False)
+        tune_state(
+            model,
+            train,
+            val,
+            TuningConfig(**{**config.__dict__, "rank": 2}),
+            checkpoint_path=tmp_path / "b.pt",
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(VoiceError, match="training clips changed"):
         tune_state(model, train[:-1], val, config, checkpoint_path=tmp_path / "b.pt", resume=True, progress=False)
     with pytest.raises(VoiceError, match="nothing to resume"):
@@ -219,11 +236,17 @@ def test_budgets_and_early_stopping(model, examples):
     timed = tune_state(model, train, val, TuningConfig(max_minutes=1e-9), progress=False)
     assert timed.stop_reason == "time_budget" and timed.step == 0
     # nothing counts as an improvement: stop after `patience` evaluations
-    early = tune_state(model, train, val, TuningConfig(max_steps=50, grad_accum=1, eval_every=1, patience=2, min_delta=1e9), progress=False)
+    early = tune_state(
+        model,
+        train,
+        val,
+        TuningConfig(max_steps=50, grad_accum=1, eval_every=1, patience=2, min_delta=1e9),
+        progress=False,
+    )
     assert early.stop_reason == "early_stopping" and early.step == 2
     # the best state is kept: here the initial one
     start = SpeakerState(model.config, generator=torch.Generator().manual_seed(0))
-    assert all(torch.equal(p, q) for p, q in zip(early.state.parameters(), start.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(early.state.parameters(), start.parameters(), strict=True))
 
 
 def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(model, codec, tokenizer, clip_dir, tmp_path):
@@ -241,13 +264,13 @@ def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(model, 
     assert all(t.dtype == torch.float32 for t in tensors.values())
     assert tensors["layer0_k"].shape == (1, 1, 2, 16, 1) and tensors["layer0_v"].shape == (1, 1, 2, 1, 32)
     loaded = SpeakerState.from_file(path, model.config)
-    for (name, p), (_, q) in zip(outcome.result.state.named_parameters(), loaded.named_parameters()):
+    for (name, p), (_, q) in zip(outcome.result.state.named_parameters(), loaded.named_parameters(), strict=True):
         assert torch.equal(p, q), name
     voice = store.get("tuned")
     assert voice.prompt_codes is None
     with torch.no_grad():
         expected = outcome.result.state.initial_state().S
-    assert all(torch.equal(a, b) for a, b in zip(voice.initial_state.S, expected))
+    assert all(torch.equal(a, b) for a, b in zip(voice.initial_state.S, expected, strict=True))
     text = torch.tensor([tokenizer.encode("hello there")])
     audio = torch.tensor([[BOS, 5, 9, 12, 40]])
     with torch.no_grad():
@@ -272,7 +295,21 @@ def test_cli_tune_then_resume_and_a_prompt_voice_keeps_its_clip(lina_dir, codec_
     clip = clip_dir / "clip6.wav"
     add = ["voice", "add", "amy", "--audio", str(clip), "--text", TEXTS[6], *files]
     assert cli.run(parser.parse_args(add)) == 0
-    tune = ["voice", "tune", "amy", "--data", str(clip_dir), "--max-steps", "2", "--grad-accum", "1", "--eval-every", "2", "--no-progress", *files]
+    tune = [
+        "voice",
+        "tune",
+        "amy",
+        "--data",
+        str(clip_dir),
+        "--max-steps",
+        "2",
+        "--grad-accum",
+        "1",
+        "--eval-every",
+        "2",
+        "--no-progress",
+        *files,
+    ]
     assert cli.run(parser.parse_args(tune)) == 0
     out = capsys.readouterr()
     assert "2 steps (max_steps)" in out.out and "voice 'amy' is ready (prompt+state)" in out.out
@@ -299,3 +336,14 @@ def test_cli_tune_needs_the_model_files(tmp_path, clip_dir, capsys):
     assert cli.run(parser.parse_args(["voice", "tune", "x", "--data", str(clip_dir), "--data-dir", str(tmp_path)])) == 1
     assert "needs the model files: --lina-checkpoint, --codec-checkpoint, --tokenizer" in capsys.readouterr().err
     assert not (tmp_path / "voices/x").exists()
+
+
+def test_tuning_with_no_usable_clip_leaves_nothing_behind(model, codec, tokenizer, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    soundfile.write(str(data / "a.wav"), np.zeros(16000, np.float32), 16000)
+    (data / "a.txt").write_text("hello there")
+    store = VoiceStore(tmp_path / "store", codec=codec, model=model, tokenizer=tokenizer)
+    with pytest.raises(VoiceError, match="none of the 1 clips can be used: 0 of 1 clips used.*1 silent"):
+        tune_voice(store, "x", data, model=model, codec=codec, tokenizer=tokenizer, progress=False)
+    assert not (tmp_path / "store/voices/x").exists() and store.list() == []

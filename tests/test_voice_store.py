@@ -18,8 +18,7 @@ from wyoming_lina.codec import load_codec
 from wyoming_lina.errors import AudioFileError, UnknownVoiceError, VoiceError
 from wyoming_lina.model import load_lina, load_speaker_state
 from wyoming_lina.text import LinaTokenizer
-from wyoming_lina.voices import DefaultVoiceRecipe, VoiceStore, ensure_default_voice, name_problem, validate_name
-from wyoming_lina.voices import cli
+from wyoming_lina.voices import DefaultVoiceRecipe, VoiceStore, cli, ensure_default_voice, name_problem, validate_name
 from wyoming_lina.voices.clips import trim_silence
 from wyoming_lina.voices.files import CODES_FORMAT, codec_fingerprint, load_tensors
 
@@ -115,7 +114,9 @@ def test_name_clash_in_another_case_is_refused(store, tmp_path):
 # --- round trips ---------------------------------------------------------------------------
 def test_add_list_show_get_remove_round_trip(store, tmp_path):
     clip = write(tmp_path / "clip.wav", speech_like(4.0, lead=0.5, tail=0.5))
-    result = store.add("alice", audio=clip, text="Hello there,\n this is   a test.", languages=["en"], description="Alice")
+    result = store.add(
+        "alice", audio=clip, text="Hello there,\n this is   a test.", languages=["en"], description="Alice"
+    )
     assert result.warnings == ()
     assert result.info.name == "alice" and result.info.kind == "prompt" and result.info.installed
     folder = tmp_path / "data" / "voices" / "alice"
@@ -149,7 +150,9 @@ def test_unknown_voice_names_the_available_ones(store, tmp_path):
     clip = write(tmp_path / "c.wav", speech_like(4))
     store.add("alice", audio=clip, text="hello there my friend")
     store.add("bob", audio=clip, text="hello there my friend")
-    with pytest.raises(UnknownVoiceError, match=r"unknown voice 'alise' \(did you mean 'alice'\?\); available voices: alice, bob"):
+    with pytest.raises(
+        UnknownVoiceError, match=r"unknown voice 'alise' \(did you mean 'alice'\?\); available voices: alice, bob"
+    ):
         store.get("alise")
     with pytest.raises(UnknownVoiceError, match="no voice was chosen.*available voices: alice, bob"):
         store.get("")
@@ -157,7 +160,12 @@ def test_unknown_voice_names_the_available_ones(store, tmp_path):
 
 @pytest.mark.parametrize(
     "suffix, rate, channels, subtype",
-    [("wav", 44100, 2, "PCM_16"), ("flac", 16000, 1, "PCM_24"), ("wav", 48000, 1, "FLOAT"), ("ogg", 22050, 2, "VORBIS")],
+    [
+        ("wav", 44100, 2, "PCM_16"),
+        ("flac", 16000, 1, "PCM_24"),
+        ("wav", 48000, 1, "FLOAT"),
+        ("ogg", 22050, 2, "VORBIS"),
+    ],
 )
 def test_any_rate_channels_and_format_is_accepted(suffix, rate, channels, subtype, store, tmp_path):
     mono = speech_like(4.0, rate)
@@ -309,7 +317,9 @@ class CountingCodec:
 
 def test_prompt_code_cache_is_reused_and_invalidated(tmp_path, codec, model):
     counting = CountingCodec(codec)
-    VoiceStore(tmp_path, codec=counting).add("v", audio=write(tmp_path / "c.wav", speech_like(4)), text="hello there my friend")
+    VoiceStore(tmp_path, codec=counting).add(
+        "v", audio=write(tmp_path / "c.wav", speech_like(4)), text="hello there my friend"
+    )
     assert counting.encodes == 1
     cache = tmp_path / "voices/v/prompt.codes.safetensors"
     codes, meta = load_tensors(cache)
@@ -346,7 +356,7 @@ def test_upstream_speaker_state_is_a_voice(store, lina_dir, model, tmp_path):
     assert voice.prompt_codes is None and voice.info.kind == "state"
     reference = load_speaker_state(path, model)
     assert len(voice.initial_state.S) == len(reference.S) == 4
-    for mine, theirs in zip(voice.initial_state.S, reference.S):
+    for mine, theirs in zip(voice.initial_state.S, reference.S, strict=True):
         assert torch.equal(mine, theirs)
     stored, _ = load_tensors(tmp_path / "data/voices/tuned/state.safetensors")
     upstream, _ = load_tensors(path)
@@ -400,7 +410,9 @@ def test_voices_listed_in_a_yaml_file(tmp_path, codec, model, lina_dir):
     (clips / "frank.txt").write_text("Hello there, my friend.\n")  # the YAML itself is unchanged
     assert {i.name: i for i in store.list()}["frank"].installed
     assert store.get("frank").prompt_text == "Hello there, my friend."
-    assert infos["carol"].installed and infos["carol"].languages == ("en", "fr") and infos["carol"].description == "Carol"
+    assert (
+        infos["carol"].installed and infos["carol"].languages == ("en", "fr") and infos["carol"].description == "Carol"
+    )
     assert infos["dave"].installed and infos["dave"].kind == "state"
     assert not infos["eve"].installed and "missing" in infos["eve"].problem
     carol = store.get("CAROL")
@@ -425,18 +437,51 @@ def test_cli_add_list_show_remove(tmp_path, codec_dir, lina_dir, capsys):
     data = str(tmp_path / "data")
     clip = write(tmp_path / "clip.wav", speech_like(4.0, rate=16000), 16000)
     codec_opts = ["--codec-config", str(codec_dir / "config.yaml"), "--codec-checkpoint", str(codec_dir / "model.ckpt")]
-    args = parse("voice", "--data-dir", data, "add", "Alice", "--audio", str(clip), "--text", "Hello there, my friend.", *codec_opts, "--language", "en", "--description", "Alice at home")
+    args = parse(
+        "voice",
+        "--data-dir",
+        data,
+        "add",
+        "Alice",
+        "--audio",
+        str(clip),
+        "--text",
+        "Hello there, my friend.",
+        *codec_opts,
+        "--language",
+        "en",
+        "--description",
+        "Alice at home",
+    )
     assert args.command == "voice" and cli.run(args) == 0
     assert "added voice 'Alice' (prompt, en)" in capsys.readouterr().out
     assert (tmp_path / "data/voices/Alice/prompt.codes.safetensors").is_file()
     state = str(lina_dir / "speaker_state.safetensors")
-    assert cli.run(parse("voice", "add", "bob", "--state", state, "--data-dir", data, "--lina-checkpoint", str(lina_dir / "model.ckpt"))) == 0
+    assert (
+        cli.run(
+            parse(
+                "voice",
+                "add",
+                "bob",
+                "--state",
+                state,
+                "--data-dir",
+                data,
+                "--lina-checkpoint",
+                str(lina_dir / "model.ckpt"),
+            )
+        )
+        == 0
+    )
     capsys.readouterr()
     assert cli.run(parse("voice", "add", "alice", "--audio", str(clip), "--text", "hi", "--data-dir", data)) == 1
     assert "already exists" in capsys.readouterr().err
     assert cli.run(parse("voice", "list", "--json", "--data-dir", data)) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [(v["name"], v["kind"], v["installed"]) for v in listed] == [("Alice", "prompt", True), ("bob", "state", True)]
+    assert [(v["name"], v["kind"], v["installed"]) for v in listed] == [
+        ("Alice", "prompt", True),
+        ("bob", "state", True),
+    ]
     assert cli.run(parse("voice", "list", "--data-dir", data)) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["NAME", "KIND", "LANGUAGES", "DESCRIPTION", "STATUS"] and "Alice at home" in table[1]
@@ -493,13 +538,17 @@ def test_default_voice_is_made_once_and_stays_the_same(tmp_path, codec, model, t
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     again = ensure_default_voice(store, recipe=RECIPE)
     assert torch.equal(again.prompt_codes, voice.prompt_codes)
-    restarted = ensure_default_voice(VoiceStore(tmp_path / "a", codec=codec, model=model, tokenizer=tokenizer), recipe=RECIPE)
+    restarted = ensure_default_voice(
+        VoiceStore(tmp_path / "a", codec=codec, model=model, tokenizer=tokenizer), recipe=RECIPE
+    )
     assert torch.equal(restarted.prompt_codes, voice.prompt_codes) and restarted.prompt_text == voice.prompt_text
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps  # never made again
     # the codes are the voice: even a store without codec or model reads them
     assert torch.equal(VoiceStore(tmp_path / "a").get("default").prompt_codes, voice.prompt_codes)
     # the recipe is deterministic: another data dir gets the same speaker
-    other = ensure_default_voice(VoiceStore(tmp_path / "b", codec=codec), model=model, tokenizer=tokenizer, recipe=RECIPE)
+    other = ensure_default_voice(
+        VoiceStore(tmp_path / "b", codec=codec), model=model, tokenizer=tokenizer, recipe=RECIPE
+    )
     assert torch.equal(other.prompt_codes, voice.prompt_codes)
     assert [i.name for i in store.list()] == ["default"]
 

@@ -99,7 +99,7 @@ def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     tune.add_argument("name")
     tune.add_argument("--data", required=True, metavar="DIR", help="folder of clips with transcripts")
     for option, dest, kind, help_text in _TUNE_SETTINGS:
-        tune.add_argument(option, dest=f"tune_{dest}", type=kind, default=None, help=help_text)
+        tune.add_argument(option, dest=f"tune_{dest}", metavar=dest.upper(), type=kind, default=None, help=help_text)
     how = tune.add_mutually_exclusive_group()
     how.add_argument("--resume", action="store_true", help="continue an interrupted or finished tuning")
     how.add_argument("--overwrite", action="store_true", help="start over, replacing a tuned state")
@@ -268,7 +268,15 @@ def _tune(args) -> int:
 
     from .tuning import tune_voice
 
-    missing = [o for o, a in (("--lina-checkpoint", "lina_checkpoint"), ("--codec-checkpoint", "codec_checkpoint"), ("--tokenizer", "tokenizer")) if not _option(args, a)]
+    missing = [
+        o
+        for o, a in (
+            ("--lina-checkpoint", "lina_checkpoint"),
+            ("--codec-checkpoint", "codec_checkpoint"),
+            ("--tokenizer", "tokenizer"),
+        )
+        if not _option(args, a)
+    ]
     if missing:
         raise VoiceError(f"voice tune needs the model files: {', '.join(missing)}")
     dtype_name = _option(args, "dtype") or "float32"
@@ -279,7 +287,11 @@ def _tune(args) -> int:
     if dtype != torch.float32 and _device(args) == "cpu":
         raise VoiceError("--dtype bfloat16 is for CUDA; on CPU tuning runs in float32")
     model, codec, tokenizer = _load_model(args, dtype), _load_codec(args), _load_tokenizer(args)
-    settings = {dest: getattr(args, f"tune_{dest}") for _, dest, _, _ in _TUNE_SETTINGS if getattr(args, f"tune_{dest}") is not None}
+    settings = {
+        dest: getattr(args, f"tune_{dest}")
+        for _, dest, _, _ in _TUNE_SETTINGS
+        if getattr(args, f"tune_{dest}") is not None
+    }
     store = _store(args, codec=codec, model=model, tokenizer=tokenizer)
     print(f"tuning voice {args.name!r} on {args.data} ({model.device}, {dtype_name})", file=sys.stderr)
     outcome = tune_voice(
@@ -320,7 +332,9 @@ def _tune(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wyoming_lina.voices.cli", description="Manage wyoming-lina voices.")
+    parser = argparse.ArgumentParser(
+        prog="python -m wyoming_lina.voices.cli", description="Manage wyoming-lina voices."
+    )
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     build_voice_parser(parser)
     args = parser.parse_args(argv)

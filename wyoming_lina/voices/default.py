@@ -39,7 +39,9 @@ class DefaultVoiceRecipe:
 
 
 @torch.inference_mode()
-def generate_prompt_codes(model, tokenizer, recipe: DefaultVoiceRecipe = DefaultVoiceRecipe()) -> tuple[torch.Tensor, int, bool]:
+def generate_prompt_codes(
+    model, tokenizer, recipe: DefaultVoiceRecipe = DefaultVoiceRecipe()
+) -> tuple[torch.Tensor, int, bool]:
     """Sample the recipe's sentence from the plain model: (codes [T] on CPU, seed used, ended by EOS).
 
     PAD and BOS are never sampled (they are not speech), EOS not before ``min_seconds``."""
@@ -83,7 +85,9 @@ def generate_prompt_codes(model, tokenizer, recipe: DefaultVoiceRecipe = Default
             codes.append(value - N_SPECIAL_AUDIO)
         if ended:
             return torch.tensor(codes, dtype=torch.long), seed, True
-        _LOGGER.info("default voice: seed %d did not finish the sentence in %.0f s; trying the next", seed, recipe.max_seconds)
+        _LOGGER.info(
+            "default voice: seed %d did not finish the sentence in %.0f s; trying the next", seed, recipe.max_seconds
+        )
     return torch.tensor(codes, dtype=torch.long), recipe.seed + recipe.attempts - 1, False
 
 

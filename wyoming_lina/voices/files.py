@@ -50,7 +50,7 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
 
 
 def codec_fingerprint(codec) -> str:
@@ -159,9 +159,17 @@ def inspect_state_tensors(tensors: dict[str, torch.Tensor], where: str, config=N
     rank = None
     for i in range(n):
         k, v = tensors[f"layer{i}_k"], tensors[f"layer{i}_v"]
-        if k.dim() != 5 or v.dim() != 5 or k.shape[0] != 1 or k.shape[4] != 1 or v.shape[3] != 1 or k.shape[:3] != v.shape[:3]:
+        if (
+            k.dim() != 5
+            or v.dim() != 5
+            or k.shape[0] != 1
+            or k.shape[4] != 1
+            or v.shape[3] != 1
+            or k.shape[:3] != v.shape[:3]
+        ):
             raise VoiceError(
-                f"{where}: layer{i} shapes {list(k.shape)} / {list(v.shape)} are not [1, r, H, dk, 1] / [1, r, H, 1, dv]"
+                f"{where}: layer{i} shapes {list(k.shape)} / {list(v.shape)} "
+                "are not [1, r, H, dk, 1] / [1, r, H, 1, dv]"
             )
         if rank is None:
             rank = k.shape[1]
@@ -172,7 +180,9 @@ def inspect_state_tensors(tensors: dict[str, torch.Tensor], where: str, config=N
     if config is not None:
         g = config.gla
         if n != 2 * config.n_layer:
-            raise VoiceError(f"{where}: has {n} layers; this model has {2 * config.n_layer} (a state for another model?)")
+            raise VoiceError(
+                f"{where}: has {n} layers; this model has {2 * config.n_layer} (a state for another model?)"
+            )
         want_k, want_v = [1, rank, g.heads, g.head_k, 1], [1, rank, g.heads, 1, g.head_v]
         for i in range(n):
             k, v = list(tensors[f"layer{i}_k"].shape), list(tensors[f"layer{i}_v"].shape)

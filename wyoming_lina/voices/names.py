@@ -28,10 +28,7 @@ def name_problem(name: object) -> str | None:
     if "/" in name or "\\" in name or name in (".", ".."):
         return f"voice name {name!r} must not contain path separators"
     if not _NAME_RE.fullmatch(name):
-        return (
-            f"voice name {name!r} may only use letters a-z, digits, '-', '_' and '.', "
-            "and must not start with '.'"
-        )
+        return f"voice name {name!r} may only use letters a-z, digits, '-', '_' and '.', and must not start with '.'"
     if name.split(".")[0].lower() in _RESERVED:
         return f"voice name {name!r} is reserved by some file systems; choose another"
     return None

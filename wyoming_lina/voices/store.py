@@ -469,7 +469,9 @@ class VoiceStore:
                 continue
             key = name_key(child.name)
             if key in entries:
-                self._report(f"dir:{child.name}", f"ignoring folder {child.path}: voice {entries[key].name!r} has the same name")
+                self._report(
+                    f"dir:{child.name}", f"ignoring folder {child.path}: voice {entries[key].name!r} has the same name"
+                )
                 continue
             seen_folders.add(child.name)
             entries[key] = self._scan_folder(Path(child.path))
@@ -545,7 +547,9 @@ class VoiceStore:
         entry = VoiceEntry(
             name=folder.name,
             kind=kind,
-            languages=parse_languages(meta.get("languages", meta.get("language")), self.default_languages, str(yaml_path)),
+            languages=parse_languages(
+                meta.get("languages", meta.get("language")), self.default_languages, str(yaml_path)
+            ),
             description=str(meta.get("description") or ""),
             folder=folder,
             audio=audio,
@@ -688,7 +692,11 @@ class VoiceStore:
 
     def _unknown_message(self, name: str | None, entries: dict[str, VoiceEntry]) -> str:
         available = sorted(e.name for k, e in entries.items() if self._info(k, e).installed)
-        listing = ", ".join(available) if available else "none (add one with: wyoming-lina voice add NAME --audio CLIP --text TRANSCRIPT)"
+        listing = (
+            ", ".join(available)
+            if available
+            else "none (add one with: wyoming-lina voice add NAME --audio CLIP --text TRANSCRIPT)"
+        )
         if not name:
             return f"no voice was chosen and there is no default voice; available voices: {listing}"
         close = difflib.get_close_matches(name_key(name), [name_key(n) for n in available], n=1)
@@ -759,7 +767,9 @@ class VoiceStore:
             self._write_codes(entry.codes, codes, "encoded", clip_sha)
         except OSError as err:
             with self._lock:
-                self._report(f"cache:{entry.name}", f"voice {entry.name!r}: cannot cache its codes in {entry.codes}: {err}")
+                self._report(
+                    f"cache:{entry.name}", f"voice {entry.name!r}: cannot cache its codes in {entry.codes}: {err}"
+                )
         _LOGGER.info("voice %r: encoded its clip (%d codes)", entry.name, len(codes))
         return codes
 
@@ -848,7 +858,7 @@ def _without_cache(entry: VoiceEntry) -> tuple:
     """A folder voice's signature without its prompt-code cache."""
     if entry.folder is None:
         return entry.signature
-    return tuple(sig for name, sig in zip(_FOLDER_FILES, entry.signature) if name != PROMPT_CODES)
+    return tuple(sig for name, sig in zip(_FOLDER_FILES, entry.signature, strict=True) if name != PROMPT_CODES)
 
 
 def _default_description(entry: VoiceEntry) -> str:

@@ -43,7 +43,16 @@ from .voice import VoiceInfo
 _LOGGER = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 # Settings that define the run: a checkpoint can only be resumed with the same values.
-STRUCTURAL = ("rank", "batch_size", "grad_accum", "seed", "val_clips", "bucket_batches", "max_clip_seconds", "min_clip_seconds")
+STRUCTURAL = (
+    "rank",
+    "batch_size",
+    "grad_accum",
+    "seed",
+    "val_clips",
+    "bucket_batches",
+    "max_clip_seconds",
+    "min_clip_seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class TuningConfig:
                 raise VoiceError(f"tuning settings: {message}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TuningConfig":
+    def from_dict(cls, data: dict) -> TuningConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -172,7 +181,9 @@ def collate(examples: list[TuningExample], device) -> tuple[torch.Tensor, torch.
     return tuple(x.to(device) for x in (text, mask, audio, targets))  # type: ignore[return-value]
 
 
-def batch_loss(model, state: SpeakerState | None, examples: list[TuningExample], reduction: str = "mean") -> torch.Tensor:
+def batch_loss(
+    model, state: SpeakerState | None, examples: list[TuningExample], reduction: str = "mean"
+) -> torch.Tensor:
     """Upstream's teacher-forced cross-entropy of a batch, from the speaker's initial state."""
     text, mask, audio, targets = collate(examples, model.device)
     initial = state.initial_state() if state is not None else None
@@ -290,7 +301,9 @@ def tune_state(
     started = time.monotonic()
     budget = config.max_minutes * 60 if config.max_minutes else None
     stop_reason, clips_seen, postfix = "max_steps", 0, {}
-    bar = tqdm(total=config.max_steps, initial=min(step, config.max_steps), unit="step", desc="tuning", disable=not progress)
+    bar = tqdm(
+        total=config.max_steps, initial=min(step, config.max_steps), unit="step", desc="tuning", disable=not progress
+    )
     try:
         while True:
             if step >= config.max_steps:
@@ -338,7 +351,9 @@ def tune_state(
         source = best_tensors if (val and best_tensors is not None) else _tensors(state)
         for name, param in final.named_parameters():
             param.copy_(source[name].to(device))
-    return TuningResult(final.requires_grad_(False), step, stop_reason, best_val, history, time.monotonic() - started, clips_seen)
+    return TuningResult(
+        final.requires_grad_(False), step, stop_reason, best_val, history, time.monotonic() - started, clips_seen
+    )
 
 
 def _tensors(state: SpeakerState) -> dict[str, torch.Tensor]:
@@ -364,13 +379,17 @@ def read_checkpoint(path: Path) -> dict:
 
 def _check_resumable(ckpt: dict, config: TuningConfig, fingerprint: dict, path: Path) -> None:
     saved = ckpt.get("config", {})
-    changed = [f"{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in STRUCTURAL if saved.get(k) != getattr(config, k)]
+    changed = [
+        f"{k} ({saved.get(k)!r} -> {getattr(config, k)!r})" for k in STRUCTURAL if saved.get(k) != getattr(config, k)
+    ]
     if changed:
         raise VoiceError(f"cannot resume {path}: settings differ: {', '.join(changed)}")
     if ckpt.get("fingerprint", {}).get("model") != fingerprint["model"]:
         raise VoiceError(f"cannot resume {path}: it was made with another model")
     if ckpt.get("fingerprint", {}).get("data") != fingerprint["data"]:
-        raise VoiceError(f"cannot resume {path}: the training clips changed since it was made; start over with --overwrite")
+        raise VoiceError(
+            f"cannot resume {path}: the training clips changed since it was made; start over with --overwrite"
+        )
 
 
 # --- a voice from a folder of clips ------------------------------------------------------
@@ -414,71 +433,71 @@ def tune_voice(
         raise VoiceError("--resume continues a tuning, --overwrite starts it over: choose one")
     existing = {name_key(i.name): i for i in store.list()}.get(name_key(name))
     folder = store.folder_for_new_state(name)
+    checkpoint = folder / TUNING_DIR / CHECKPOINT_FILE
     try:
-        return _tune_into(
-            store, name, folder, existing, data_dir, model, codec, tokenizer, settings, resume, overwrite,
-            languages, description, progress,
-        )  # fmt: skip
+        if (
+            existing is not None
+            and "state" in existing.kind
+            and (folder / STATE_FILE).is_file()
+            and not (resume or overwrite)
+        ):
+            raise VoiceError(
+                f"voice {existing.name!r} already has a tuned state: --resume to continue, --overwrite to start over"
+            )
+        if checkpoint.is_file() and not (resume or overwrite):
+            raise VoiceError(
+                f"an unfinished tuning of {name!r} exists: --resume to continue it, --overwrite to start over"
+            )
+        if overwrite:
+            checkpoint.unlink(missing_ok=True)
+        if resume:
+            saved = read_checkpoint(checkpoint) if checkpoint.is_file() else None
+            if saved is None:
+                raise VoiceError(f"nothing to resume: no tuning checkpoint in {checkpoint.parent}")
+            clash = [k for k in STRUCTURAL if k in settings and settings[k] != saved["config"].get(k)]
+            if clash:
+                raise VoiceError(f"cannot change {', '.join(clash)} when resuming; start over with --overwrite")
+            config = TuningConfig.from_dict({**saved["config"], **settings})
+        else:
+            config = TuningConfig.from_dict(settings)
+        items, notes = read_dataset(data_dir)
+        examples, report = prepare_examples(
+            items,
+            codec,
+            tokenizer,
+            folder / TUNING_DIR / CLIP_CODES_FILE,
+            max_clip_seconds=config.max_clip_seconds,
+            min_clip_seconds=config.min_clip_seconds,
+            max_text_tokens=model.config.max_text_len,
+            n_codes=model.config.n_codes,
+            progress=progress,
+        )
+        if not examples:
+            raise VoiceError(f"none of the {report.found} clips can be used: {report.summary()}")
+        warnings = []
+        if report.seconds < 60:
+            warnings.append(
+                f"only {report.seconds:.0f} s of speech: initial-state tuning works best with 3 to 15 minutes"
+            )
+        train, val = split_examples(examples, config.val_clips, config.seed)
+        if not val:
+            warnings.append("fewer than 5 clips: no held-out clips, so no early stopping (the last state is kept)")
+        _LOGGER.info("tuning %r on %s (%d train, %d held out)", name, report.summary(), len(train), len(val))
+        result = tune_state(model, train, val, config, checkpoint_path=checkpoint, resume=resume, progress=progress)
+        if result.stop_reason == "interrupted":
+            return TuneOutcome(None, result, report, notes, warnings, checkpoint)
+        best = f", held-out loss {result.best_val_loss:.3f}" if result.best_val_loss is not None else ""
+        source = (
+            f"initial-state tuning on {Path(data_dir).name}: {len(examples)} clips ({report.seconds / 60:.1f} min), "
+            f"{result.step} steps ({result.stop_reason}){best}"
+        )
+        metadata = {"format": "lina-speaker-state", "rank": str(config.rank), "steps": str(result.step)}
+        info = store.write_state_voice(
+            name, _tensors(result.state), languages=languages, description=description, source=source, metadata=metadata
+        )
+        return TuneOutcome(info, result, report, notes, warnings, checkpoint)
     except BaseException:
         # a folder made for this run that holds nothing to resume from is not left behind
-        if existing is None and not (folder / TUNING_DIR / CHECKPOINT_FILE).is_file() and not (folder / STATE_FILE).is_file():
+        if existing is None and not (checkpoint.is_file() or (folder / STATE_FILE).is_file()):
             shutil.rmtree(folder, ignore_errors=True)
         raise
-
-
-def _tune_into(
-    store, name, folder, existing, data_dir, model, codec, tokenizer, settings, resume, overwrite, languages, description, progress
-) -> TuneOutcome:
-    checkpoint = folder / TUNING_DIR / CHECKPOINT_FILE
-    if existing is not None and "state" in existing.kind and (folder / STATE_FILE).is_file() and not (resume or overwrite):
-        raise VoiceError(f"voice {existing.name!r} already has a tuned state: --resume to continue, --overwrite to start over")
-    if checkpoint.is_file() and not (resume or overwrite):
-        raise VoiceError(f"an unfinished tuning of {name!r} exists: --resume to continue it, --overwrite to start over")
-    if overwrite:
-        checkpoint.unlink(missing_ok=True)
-    if resume:
-        saved = read_checkpoint(checkpoint) if checkpoint.is_file() else None
-        if saved is None:
-            raise VoiceError(f"nothing to resume: no tuning checkpoint in {checkpoint.parent}")
-        clash = [k for k in STRUCTURAL if k in settings and settings[k] != saved["config"].get(k)]
-        if clash:
-            raise VoiceError(f"cannot change {', '.join(clash)} when resuming; start over with --overwrite")
-        config = TuningConfig.from_dict({**saved["config"], **settings})
-    else:
-        config = TuningConfig.from_dict(settings)
-    items, notes = read_dataset(data_dir)
-    examples, report = prepare_examples(
-        items,
-        codec,
-        tokenizer,
-        folder / TUNING_DIR / CLIP_CODES_FILE,
-        max_clip_seconds=config.max_clip_seconds,
-        min_clip_seconds=config.min_clip_seconds,
-        max_text_tokens=model.config.max_text_len,
-        n_codes=model.config.n_codes,
-        progress=progress,
-    )
-    if not examples:
-        raise VoiceError(f"none of the {report.found} clips can be used: {report.summary()}")
-    warnings = []
-    if report.seconds < 60:
-        warnings.append(
-            f"only {report.seconds:.0f} s of speech: initial-state tuning works best with 3 to 15 minutes"
-        )
-    train, val = split_examples(examples, config.val_clips, config.seed)
-    if not val:
-        warnings.append("fewer than 5 clips: no held-out clips, so no early stopping (the last state is kept)")
-    _LOGGER.info("tuning %r on %s (%d train, %d held out)", name, report.summary(), len(train), len(val))
-    result = tune_state(model, train, val, config, checkpoint_path=checkpoint, resume=resume, progress=progress)
-    if result.stop_reason == "interrupted":
-        return TuneOutcome(None, result, report, notes, warnings, checkpoint)
-    best = f", held-out loss {result.best_val_loss:.3f}" if result.best_val_loss is not None else ""
-    source = (
-        f"initial-state tuning on {Path(data_dir).name}: {len(examples)} clips ({report.seconds / 60:.1f} min), "
-        f"{result.step} steps ({result.stop_reason}){best}"
-    )
-    metadata = {"format": "lina-speaker-state", "rank": str(config.rank), "steps": str(result.step)}
-    info = store.write_state_voice(
-        name, _tensors(result.state), languages=languages, description=description, source=source, metadata=metadata
-    )
-    return TuneOutcome(info, result, report, notes, warnings, checkpoint)
