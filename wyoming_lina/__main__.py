@@ -1,0 +1,196 @@
+"""``wyoming-lina``: serve, download, speak, voice. Only wiring: the work lives in the packages."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from functools import partial
+
+from .errors import LinaError
+from .server.app import ListenError
+from .server.discovery import DiscoveryError
+from .server.options import RuntimeConfigError, parse_args
+
+_LOGGER = logging.getLogger("wyoming_lina")
+
+
+class _Stopped(Exception):
+    """SIGTERM before the server was ready (loading, warm-up): a clean stop."""
+
+
+def _stop_on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Stopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format=args.log_format, stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return {"serve": _serve, "download": _download, "speak": _speak}.get(args.command, _voice)(args)
+    except (LinaError, RuntimeConfigError, DiscoveryError, ListenError) as err:  # fixable by the user: no traceback
+        _LOGGER.error("%s", err)
+        return 1
+    except (_Stopped, KeyboardInterrupt):
+        _LOGGER.info("stopped")
+        return 0
+
+
+# --- commands --------------------------------------------------------------------------------
+def _serve(args) -> int:
+    from wyoming.server import AsyncServer
+
+    from .server.app import serve
+    from .server.handler import ConnectionCounter, HandlerSettings, LinaEventHandler, RequestTracker
+    from .server.info import InfoBuilder
+    from .server.runtime import warm_up
+
+    advertiser = _advertiser(args)  # decided before the slow part: a bad address fails at once
+    runtime, store, synthesizer = _build(args)
+    runtime.engine.start()
+
+    async def run() -> None:
+        await warm_up(synthesizer)
+        gc.freeze()  # the loaded model's objects are permanent: keep them out of every GC pass
+        tracker = RequestTracker()
+        factory = partial(
+            LinaEventHandler,
+            info=InfoBuilder(store.list, streaming=not args.no_streaming),
+            synthesizer=synthesizer,
+            settings=HandlerSettings(samples_per_chunk=args.samples_per_chunk, max_connections=args.max_connections),
+            tracker=tracker,
+            connections=ConnectionCounter(),
+        )
+        _LOGGER.info("serving at %s", args.uri)
+        await serve(
+            AsyncServer.from_uri(args.uri),
+            factory,
+            tracker,
+            shutdown_timeout=args.shutdown_timeout,
+            on_started=advertiser.start if advertiser else None,
+            on_stopping=advertiser.close if advertiser else None,
+        )
+
+    try:
+        asyncio.run(run())
+    finally:
+        runtime.engine.stop()
+    _LOGGER.info("stopped")
+    return 0
+
+
+def _download(args) -> int:
+    from .server.download import ModelDownloader
+
+    downloader = ModelDownloader(args.data_dir, keep_downloads=args.keep_downloads)
+    downloader.ensure()
+    for path in (downloader.lina_path, downloader.codec_path, downloader.tokenizer_path):
+        print(path)
+    return 0
+
+
+def _speak(args) -> int:
+    from .server.speak import synthesize_all, write_wav
+
+    runtime, _store, synthesizer = _build(args)
+    runtime.engine.start()
+    try:
+        samples = asyncio.run(synthesize_all(synthesizer, args.text, args.voice))
+    finally:
+        runtime.engine.stop()
+    write_wav(args.output, samples, synthesizer.sample_rate)
+    _LOGGER.info("wrote %.2f s of audio to %s", len(samples) / synthesizer.sample_rate, args.output)
+    return 0
+
+
+def _voice(args) -> int:
+    from .server.download import ModelDownloader
+    from .voices.cli import run
+
+    # Model files default to the converted ones in the data dir, as for the server.
+    models = ModelDownloader(args.data_dir)
+    for option, path in (
+        ("lina_checkpoint", models.lina_path),
+        ("codec_checkpoint", models.codec_path),
+        ("tokenizer", models.tokenizer_path),
+    ):
+        if getattr(args, option, None) is None and path.is_file():
+            setattr(args, option, path)
+    return int(run(args) or 0)
+
+
+# --- shared wiring ---------------------------------------------------------------------------
+def _build(args):
+    """Model files -> device -> model, codec, engine -> voices -> synthesizer."""
+    import torch
+
+    from .engine import SamplingOptions
+    from .engine.synthesizer import SynthesisSettings, Synthesizer
+    from .server.download import resolve_model_files
+    from .server.runtime import LICENCE_NOTICE, choose_device, choose_dtype, load_runtime, max_frames_for
+    from .voices.default import ensure_default_voice
+    from .voices.store import VoiceStore
+
+    if args.voice:  # a mistyped default voice fails now, not after loading the model
+        probe = VoiceStore(args.data_dir, config_path=args.voices_file)
+        if args.voice not in probe:
+            probe.get(args.voice)  # raises UnknownVoiceError naming the voices there are
+    device = choose_device(
+        args.device, cuda_available=torch.cuda.is_available(), cuda_count=torch.cuda.device_count()
+    )
+    dtype = choose_dtype(args.dtype, device)
+    if device == "cpu":
+        _LOGGER.warning(
+            "RUNNING ON CPU: no CUDA GPU is in use. Speech will be much slower than real time; "
+            "for Home Assistant use an NVIDIA GPU (README: GPU and Docker)."
+        )
+    print(LICENCE_NOTICE, file=sys.stderr, flush=True)
+    files = resolve_model_files(
+        args.data_dir,
+        lina=args.lina_checkpoint,
+        codec_checkpoint=args.codec_checkpoint,
+        codec_config=args.codec_config,
+        tokenizer=args.tokenizer,
+        trust_checkpoints=args.trust_checkpoints,
+    )
+    runtime = load_runtime(files, device, dtype, max_batch=getattr(args, "max_batch", 256))
+    runtime.engine.max_queue = getattr(args, "max_queue", runtime.engine.max_queue)
+    store = VoiceStore(
+        args.data_dir,
+        codec=runtime.codec,
+        model=runtime.model,
+        config_path=args.voices_file,
+        tokenizer=runtime.tokenizer,
+    )
+    # The built-in voice is made once (a few seconds of generation) unless another default is chosen.
+    default_voice = args.voice or ensure_default_voice(store, runtime.model, runtime.codec, runtime.tokenizer).name
+    settings = SynthesisSettings(
+        sampling=SamplingOptions(seed=args.seed),
+        default_voice=default_voice,
+        sentence_silence=args.sentence_silence,
+        max_text_chars=args.max_text_chars,
+        max_frames=max_frames_for(args.max_sentence_seconds),
+        deadline=args.deadline,
+    )
+    synthesizer = Synthesizer(runtime.engine, runtime.tokenizer, store, settings)
+    for info in store.warm():  # load every voice now (prompt clips encoded once), log the broken ones
+        _LOGGER.info("voice %s (%s, %s)%s", info.name, info.kind, "/".join(info.languages), "" if info.installed else " BROKEN")
+    voice = synthesizer.resolve_voice(None)  # a broken default voice fails here, at start-up
+    _LOGGER.info("default voice: %s", voice.name)
+    return runtime, store, synthesizer
+
+
+def _advertiser(args):
+    if args.zeroconf is None:
+        return None
+    from .server.discovery import ZeroconfAdvertiser, choose_advertised_host, detect_ipv4, port_of
+
+    host = choose_advertised_host(args.zeroconf_host, [] if args.zeroconf_host else detect_ipv4())
+    return ZeroconfAdvertiser(args.zeroconf, host, port_of(args.uri))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Serving until SIGTERM/SIGINT, then stopping within a bounded time.
+
+On a stop signal: withdraw the zeroconf record, give requests in progress up to
+``shutdown_timeout`` seconds to finish, then close every connection (which cancels what is
+left). The caller stops the engine afterwards and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from wyoming.server import AsyncServer, AsyncStdioServer, HandlerFactory
+
+if TYPE_CHECKING:
+    from .handler import RequestTracker
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class ListenError(RuntimeError):
+    """The server cannot listen where it was told to (port in use, no permission...)."""
+
+
+async def serve(
+    server: AsyncServer,
+    handler_factory: HandlerFactory,
+    tracker: RequestTracker,
+    *,
+    shutdown_timeout: float = 5.0,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    if isinstance(server, AsyncStdioServer):  # serves one client until stdin closes
+        running = asyncio.create_task(server.run(handler_factory))
+    else:
+        try:
+            await server.start(handler_factory)  # listening now; no signal handling of its own
+        except OSError as err:
+            raise ListenError(f"cannot listen: {err}") from err
+        running = None
+    _LOGGER.info("ready")
+    if on_started is not None:
+        await on_started()
+
+    waiters = [asyncio.create_task(stop.wait())] + ([running] if running else [])
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        _LOGGER.info("stopping")
+        if on_stopping is not None:
+            await on_stopping()
+        if tracker.active:
+            _LOGGER.info("waiting up to %.1f s for %d request(s) in progress", shutdown_timeout, tracker.active)
+            try:
+                await asyncio.wait_for(tracker.wait_idle(), shutdown_timeout)
+            except asyncio.TimeoutError:
+                _LOGGER.warning("cancelling %d request(s) still in progress", tracker.active)
+        await server.stop()  # closes every connection; their handlers cancel what is left
+        await asyncio.sleep(0)  # let the handlers see it
+    finally:
+        for task in waiters:
+            task.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,427 @@
+"""One Wyoming connection: events in, audio out. Thin: the engine does the work.
+
+Per connection, requests run one after another; per request:
+
+* ``synthesize`` (plain): [``audio-start``, ``audio-chunk``*] then exactly one ``audio-stop``.
+  A failure sends ``error`` {text, code} before that ``audio-stop`` (so a client that reads up
+  to ``audio-stop`` always finishes); ``audio-start`` comes with the first audio, or just before
+  ``audio-stop`` when there is no audio and no error (empty text).
+* ``synthesize-start``, ``synthesize-chunk``*, ``synthesize-stop`` (streaming): each sentence
+  is submitted as soon as it is complete, and audio is sent while chunks keep arriving. One
+  ``audio-start``/``audio-stop`` cycle per stream (only if there is audio; pauses between
+  sentences are in the audio), an ``error`` when something fails, and always
+  ``synthesize-stopped`` last, once ``synthesize-stop`` has arrived. The ``synthesize`` that
+  clients send inside a stream for old servers is ignored.
+
+Audio is sent by a background task (the "player"), so events keep being read while audio
+is produced: a describe is answered at once, and a client that goes away cancels its work.
+Voice lookups and voice listing run in worker threads: the store may read files or encode a
+newly added clip, and the event loop must never wait for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from ..engine.synthesizer import SynthesisStream, Synthesizer
+from ..errors import LinaError, OverloadedError, SynthesisError
+from .info import InfoBuilder
+
+_LOGGER = logging.getLogger(__name__)
+WIDTH = 2  # bytes per sample (16-bit PCM)
+CHANNELS = 1
+
+
+MAX_DATA_BYTES = 1 << 20  # longest JSON data block a client may announce (text is far shorter)
+MAX_PAYLOAD_BYTES = 1 << 20  # a TTS client sends no audio; refuse payloads that could exhaust memory
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    samples_per_chunk: int = 1024
+    max_connections: int | None = None  # None: no limit
+
+
+class BadFrame(ValueError):
+    """A frame that is not valid Wyoming: the byte stream cannot be trusted after it."""
+
+
+class BadEvent(ValueError):
+    """A well-framed event whose fields have the wrong types or are missing."""
+
+
+async def read_event(reader: asyncio.StreamReader) -> Event | None:
+    """``wyoming.event.async_read_event`` with checks: announced lengths are bounded before
+    anything is read (no gigabyte buffers from a header), and every malformed frame raises
+    ``BadFrame`` instead of a random exception. None at the end of the stream."""
+    try:
+        line = await reader.readline()
+    except ValueError as err:  # a line over the reader's limit (64 KiB)
+        raise BadFrame(f"header line too long: {err}") from err
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        return None  # the client closed the connection mid-header
+    try:
+        header = json.loads(line)
+    except ValueError as err:  # includes invalid UTF-8
+        raise BadFrame(f"header is not JSON: {err}") from err
+    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
+        raise BadFrame("header must be a JSON object with a string 'type'")
+    data = header.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BadFrame("'data' must be a JSON object")
+    lengths = []
+    for key, limit in (("data_length", MAX_DATA_BYTES), ("payload_length", MAX_PAYLOAD_BYTES)):
+        length = header.get(key)
+        if length is None:
+            length = 0
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise BadFrame(f"'{key}' must be a non-negative integer")
+        if length > limit:
+            raise BadFrame(f"'{key}' of {length} bytes is over the limit of {limit}")
+        lengths.append(length)
+    try:
+        if lengths[0]:
+            extra = json.loads(await reader.readexactly(lengths[0]))
+            if not isinstance(extra, dict):
+                raise BadFrame("the data block must be a JSON object")
+            data.update(extra)
+        payload = await reader.readexactly(lengths[1]) if lengths[1] else None
+    except asyncio.IncompleteReadError:
+        return None  # closed mid-frame
+    except ValueError as err:
+        raise BadFrame(f"data block is not JSON: {err}") from err
+    return Event(type=header["type"], data=data, payload=payload)
+
+
+def _text(event: Event) -> str:
+    text = event.data.get("text")
+    if not isinstance(text, str):
+        raise BadEvent(f"{event.type}: 'text' must be a string")
+    return text
+
+
+def _voice(event: Event) -> str | None:
+    """The requested voice name (None: the default); the raw data is checked, not trusted."""
+    voice = event.data.get("voice")
+    if voice is None:
+        return None
+    if not isinstance(voice, dict):
+        raise BadEvent(f"{event.type}: 'voice' must be an object")
+    name = voice.get("name")
+    if name is not None and not isinstance(name, str):
+        raise BadEvent(f"{event.type}: voice 'name' must be a string")
+    return name or None  # HA never sends a language only
+
+
+class ConnectionCounter:
+    """Open connections over the whole server, for ``--max-connections``."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
+class RequestTracker:
+    """Requests in progress over all connections, so a shutdown can let them finish."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.active += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+@dataclass
+class _Request:
+    """One synthesize, or one synthesize-start ... synthesize-stop."""
+
+    streaming: bool
+    voice: str
+    started: float = field(default_factory=time.monotonic)
+    chars: int = 0
+    samples: int = 0
+    first_audio: float | None = None
+    audio_started: bool = False
+    error: LinaError | None = None
+    gone: bool = False  # the client closed the connection while audio was being sent
+    stop_received: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: bytearray = field(default_factory=bytearray)  # audio not yet sent (under one chunk)
+
+    def fail(self, err: LinaError) -> None:
+        if self.error is None:  # the first failure is the one to report
+            self.error = err
+
+
+class LinaEventHandler(AsyncEventHandler):
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        info: InfoBuilder,
+        synthesizer: Synthesizer,
+        settings: HandlerSettings = HandlerSettings(),
+        tracker: RequestTracker | None = None,
+        connections: ConnectionCounter | None = None,
+    ) -> None:
+        super().__init__(reader, writer)
+        self.info = info
+        self.synth = synthesizer
+        self.settings = settings
+        self.tracker = tracker or RequestTracker()
+        self.connections = connections or ConnectionCounter()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the previous request (the only per-request state of the connection)."""
+        self._request: _Request | None = None
+        self._stream: SynthesisStream | None = None
+        self._player: asyncio.Task | None = None  # sends the stream's audio
+        self._task: asyncio.Task | None = None  # waits for the player, then ends the request
+
+    # --- events ----------------------------------------------------------------------------
+    async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._handle(event)
+        except BadEvent as err:  # the frame was sound: answer, ignore the event, keep the connection
+            _LOGGER.warning("bad event from a client: %s", err)
+            await self.write_event(Error(text=str(err), code="bad-request").event())
+            return True
+
+    async def _handle(self, event: Event) -> bool:
+        if Describe.is_type(event.type):
+            try:
+                voices = await asyncio.to_thread(self.info.list_voices)
+            except Exception as err:  # the store should log and skip broken voices; this is worse
+                _LOGGER.exception("cannot list the voices")
+                await self.write_event(Error(text=f"cannot list the voices: {err}", code="voice-error").event())
+            else:
+                await self.write_event(self.info.build(voices).event())
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=Ping.from_event(event).text).event())
+        elif Synthesize.is_type(event.type):
+            if self._in_stream():
+                _LOGGER.debug("ignoring the compatibility synthesize inside a stream")
+            else:
+                text, voice = _text(event), _voice(event)
+                await self._begin(streaming=False, voice=voice)
+                self._add_text(text)
+                self._end_text()
+        elif SynthesizeStart.is_type(event.type):
+            await self._begin(streaming=True, voice=_voice(event))
+        elif SynthesizeChunk.is_type(event.type):
+            if self._in_stream():
+                self._add_text(_text(event))
+            else:
+                _LOGGER.debug("ignoring synthesize-chunk outside a stream")
+        elif SynthesizeStop.is_type(event.type):
+            if self._in_stream():
+                self._end_text()
+            else:
+                _LOGGER.debug("ignoring synthesize-stop outside a stream")
+        else:
+            _LOGGER.debug("ignoring event %s", event.type)
+        return True  # unknown events keep the connection
+
+    async def run(self) -> None:
+        """Read events until EOF (as ``AsyncEventHandler.run``, with the checked reader and the
+        connection limit); a malformed frame is answered with ``error`` and ends the connection."""
+        self._is_running = True
+        self.connections.open += 1
+        try:
+            limit = self.settings.max_connections
+            if limit is not None and self.connections.open > limit:
+                _LOGGER.warning("refusing a connection: %d are open (--max-connections %d)", limit, limit)
+                err = OverloadedError(f"the server already has {limit} connections; try again shortly")
+                await self.write_event(Error(text=str(err), code=err.code).event())
+                return
+            while self._is_running:
+                try:
+                    event = await read_event(self.reader)
+                except BadFrame as err:
+                    _LOGGER.warning("closing a connection after a malformed frame: %s", err)
+                    await self.write_event(Error(text=f"malformed frame: {err}", code="bad-request").event())
+                    break
+                if event is None or not await self.handle_event(event):
+                    break
+        except ConnectionError as err:  # the client reset the connection (it gave up): not an error
+            _LOGGER.debug("connection lost: %s", err)
+        finally:
+            self.connections.open -= 1
+            await self.disconnect()
+            self.writer.close()
+
+    async def disconnect(self) -> None:
+        """The client is gone (or the server stops): drop this connection's work."""
+        if self._task is not None and not self._task.done():
+            _LOGGER.info("connection closed during a request (voice %s): cancelling it", self._request.voice)
+        if self._stream is not None:
+            self._stream.cancel()
+        for task in (self._player, self._task):
+            if task is not None and not task.done():
+                task.cancel()
+
+    # --- one request -----------------------------------------------------------------------
+    def _in_stream(self) -> bool:
+        request = self._request
+        return request is not None and request.streaming and not request.stop_received.is_set()
+
+    async def _begin(self, streaming: bool, voice: str | None) -> None:
+        if self._task is not None and not self._task.done():
+            if self._in_stream():
+                _LOGGER.warning("synthesize-start before synthesize-stop: ending the previous stream")
+                self._end_text()
+            await asyncio.wait([self._task])  # requests of one connection run in order
+        self._reset()
+        request = self._request = _Request(streaming=streaming, voice=voice or "(default)")
+        self.tracker.begin()
+        try:
+            resolved = await asyncio.to_thread(self.synth.resolve_voice, voice)
+            request.voice = resolved.name
+            self._stream = SynthesisStream(self.synth, resolved, self.synth.settings.sampling)
+            self._player = asyncio.create_task(self._play(request, self._stream), name="lina player")
+        except LinaError as err:
+            request.fail(err)
+        except asyncio.CancelledError:
+            self.tracker.end()
+            raise
+        except Exception as err:  # a bug: still an answer for the client
+            _LOGGER.exception("could not start a request")
+            request.fail(SynthesisError(f"could not start: {err}"))
+        self._task = asyncio.create_task(self._run(request, self._player), name="lina request")
+
+    def _add_text(self, text: str) -> None:
+        request = self._request
+        request.chars += len(text)
+        if request.error is None and self._stream is not None:
+            self._guard(self._stream.add_text, text)
+
+    def _end_text(self) -> None:
+        request = self._request
+        request.stop_received.set()
+        if request.error is None and self._stream is not None:
+            self._guard(self._stream.finish)
+
+    def _guard(self, action, *args) -> None:
+        """Run a stream call; a failure ends the request's audio and is reported."""
+        try:
+            action(*args)
+        except Exception as err:
+            if not isinstance(err, LinaError):
+                _LOGGER.exception("synthesis failed")
+                err = SynthesisError(f"synthesis failed: {err}")
+            self._request.fail(err)
+            self._stream.cancel()
+            if self._player is not None:
+                self._player.cancel()
+
+    async def _play(self, request: _Request, stream: SynthesisStream) -> None:
+        """Send the stream's audio; ends without raising (outcome recorded in ``request``)."""
+        try:
+            async for samples in stream:
+                await self._send_audio(request, samples)
+            if request.pending:
+                await self._send_chunk(request, bytes(request.pending))
+                request.pending.clear()
+        except LinaError as err:
+            request.fail(err)
+        except ConnectionError:
+            request.gone = True
+        except Exception as err:  # a bug: still an answer for the client
+            _LOGGER.exception("synthesis failed")
+            request.fail(SynthesisError(f"synthesis failed: {err}"))
+        finally:
+            stream.cancel()
+
+    async def _run(self, request: _Request, player: asyncio.Task | None) -> None:
+        try:
+            if player is not None:
+                await asyncio.wait([player])
+            if request.gone:
+                raise ConnectionResetError("the client closed the connection")
+            if request.error is not None:
+                await self.write_event(Error(text=str(request.error), code=request.error.code).event())
+            if not request.streaming and request.error is None and not request.audio_started:
+                await self._start_audio(request)  # empty text: still one start/stop pair
+            if request.audio_started or not request.streaming:
+                await self.write_event(AudioStop().event())
+            if request.streaming:
+                await request.stop_received.wait()
+                await self.write_event(SynthesizeStopped().event())
+            self._log(request)
+        except ConnectionError:
+            _LOGGER.info("client went away during a request (voice %s)", request.voice)
+        finally:
+            if player is not None and not player.done():
+                player.cancel()
+            self.tracker.end()
+
+    # --- audio -----------------------------------------------------------------------------
+    async def _send_audio(self, request: _Request, samples: np.ndarray) -> None:
+        request.pending.extend(samples.astype("<i2", copy=False).tobytes())
+        size = self.settings.samples_per_chunk * WIDTH
+        while len(request.pending) >= size:
+            chunk = bytes(request.pending[:size])
+            del request.pending[:size]
+            await self._send_chunk(request, chunk)
+
+    async def _start_audio(self, request: _Request) -> None:
+        request.audio_started = True
+        await self.write_event(AudioStart(rate=self.synth.sample_rate, width=WIDTH, channels=CHANNELS).event())
+
+    async def _send_chunk(self, request: _Request, audio: bytes) -> None:
+        if not request.audio_started:
+            await self._start_audio(request)
+        await self.write_event(
+            AudioChunk(rate=self.synth.sample_rate, width=WIDTH, channels=CHANNELS, audio=audio).event()
+        )
+        if request.first_audio is None:
+            request.first_audio = time.monotonic()
+        request.samples += len(audio) // WIDTH
+
+    def _log(self, request: _Request) -> None:
+        elapsed = time.monotonic() - request.started
+        kind = "stream" if request.streaming else "synthesize"
+        if request.error is not None:
+            _LOGGER.warning(
+                "%s failed (voice %s, %d chars): %s [%s]", kind, request.voice, request.chars, request.error, request.error.code
+            )
+            return
+        audio = request.samples / self.synth.sample_rate
+        first = f"{request.first_audio - request.started:.2f} s" if request.first_audio is not None else "-"
+        _LOGGER.info(
+            "%s: voice %s, %d chars, first audio after %s, %.2f s of audio in %.2f s (real-time factor %s)",
+            kind,
+            request.voice,
+            request.chars,
+            first,
+            audio,
+            elapsed,
+            f"{elapsed / audio:.2f}" if audio else "-",
+        )

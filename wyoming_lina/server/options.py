@@ -1,0 +1,302 @@
+"""Command line and YAML configuration: one parser, one source of defaults.
+
+Every option of ``serve`` (and the options ``speak``/``download`` share with it) may also be
+set in a YAML file (``--config``, default ``config/lina.yaml`` when it exists). Precedence:
+command line > YAML file > the defaults declared here. The YAML file carries no defaults of
+its own (the shipped one only has comments), so nothing is configured in two places.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import __version__
+
+DEFAULT_CONFIG = Path("config/lina.yaml")
+DEFAULT_URI = "tcp://0.0.0.0:10200"
+DEFAULT_ZEROCONF_NAME = "lina"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+VOICE_CONFIG_KEYS = ("data_dir", "voices_file")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "wyoming-lina"
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero, got {value}")
+    return number
+
+
+# --- option groups shared by subcommands ----------------------------------------------------
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)")
+    parser.add_argument("--data-dir", type=_path, default=default_data_dir(), help="models and voices live here")
+    parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
+    parser.add_argument("--log-format", default=LOG_FORMAT, help="Python logging format")
+
+
+def _model(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    group.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="auto: bfloat16 on CUDA, float32 on CPU"
+    )
+    group.add_argument("--lina-checkpoint", type=_path, help="local Lina weights (.safetensors or .ckpt) instead of the data dir")
+    group.add_argument("--codec-checkpoint", type=_path, help="local WavTokenizer weights (.safetensors or .ckpt)")
+    group.add_argument("--codec-config", type=_path, help="the WavTokenizer YAML config for --codec-checkpoint")
+    group.add_argument("--tokenizer", type=_path, help="local bpe256.json")
+    group.add_argument(
+        "--trust-checkpoints",
+        action="store_true",
+        help="allow full unpickling of the local .ckpt files given above (only for files you trust)",
+    )
+
+
+def _synthesis(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("synthesis")
+    group.add_argument("--voice", help="default voice when a request names none (default: the built-in voice)")
+    group.add_argument("--voices-file", type=_path, help="YAML file listing voices kept outside the data dir")
+    group.add_argument("--sentence-silence", type=_non_negative_float, default=0.2, help="seconds of silence between sentences")
+    group.add_argument("--max-text-chars", type=_positive_int, default=10_000, help="longest text per request")
+    group.add_argument(
+        "--max-sentence-seconds", type=_positive_float, default=60.0, help="cut off a sentence's audio after this long"
+    )
+    group.add_argument(
+        "--deadline",
+        type=_positive_float,
+        default=120.0,
+        help="seconds a sentence may wait and generate before it fails with deadline-exceeded",
+    )
+    group.add_argument("--seed", type=int, help="fixed sampling seed: the same text gives the same audio (tests, debugging)")
+
+
+def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
+    """The whole command line. ``with_voice=False`` leaves the ``voice`` command as a stub, so
+    the other commands (and --help) start without importing the voice tools (and torch)."""
+    parser = argparse.ArgumentParser(prog="wyoming-lina", description="Lina-Speech text to speech over Wyoming")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the Wyoming server")
+    serve.add_argument("--version", action="version", version=__version__)
+    _common(serve)
+    _model(serve)
+    _synthesis(serve)
+    net = serve.add_argument_group("server")
+    net.add_argument("--uri", default=DEFAULT_URI, help="tcp://HOST:PORT, unix://PATH or stdio://")
+    net.add_argument(
+        "--zeroconf",
+        nargs="?",
+        const=DEFAULT_ZEROCONF_NAME,
+        metavar="NAME",
+        help=f"advertise over zeroconf/mDNS for Home Assistant discovery (name default: {DEFAULT_ZEROCONF_NAME})",
+    )
+    net.add_argument("--zeroconf-host", help="IPv4 address to advertise (default: detected)")
+    net.add_argument("--samples-per-chunk", type=_positive_int, default=1024, help="samples per audio-chunk event")
+    net.add_argument("--no-streaming", action="store_true", help="do not offer text streaming to clients")
+    net.add_argument("--max-batch", type=_positive_int, default=256, help="most utterances generated together")
+    net.add_argument(
+        "--max-queue", type=_positive_int, default=1024, help="most sentences waiting for the engine (more: error 'overloaded')"
+    )
+    net.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=64,
+        help="most open client connections; more get an 'overloaded' error and are closed",
+    )
+    net.add_argument(
+        "--shutdown-timeout",
+        type=_non_negative_float,
+        default=5.0,
+        help="on SIGTERM, seconds to let requests in progress finish before cancelling them",
+    )
+
+    download = commands.add_parser("download", help="download and convert the model files into the data dir")
+    _common(download)
+    download.add_argument("--keep-downloads", action="store_true", help="keep the original checkpoints after converting")
+
+    speak = commands.add_parser("speak", help="say a text into a WAV file")
+    speak.add_argument("text", help="what to say")
+    speak.add_argument("-o", "--output", required=True, help="WAV file to write, or - for stdout")
+    _common(speak)
+    _model(speak)
+    _synthesis(speak)
+
+    # The voice store's commands (wyoming_lina/voices/cli.py). They read the data dir and the
+    # voices file from here too: the same defaults, and the same YAML file, as the server.
+    if not with_voice:
+        commands.add_parser("voice", help="manage voices: add, list, show, remove, tune")
+        return parser
+    from ..voices.cli import add_voice_parser
+
+    voice = add_voice_parser(commands)
+    voice.add_argument("--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)")
+    voice.set_defaults(data_dir=default_data_dir(), debug=False, log_format=LOG_FORMAT)
+    return parser
+
+
+def _has_option(parser: argparse.ArgumentParser, dest: str) -> bool:
+    return any(action.dest == dest for action in parser._actions)
+
+
+def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise KeyError(command)
+
+
+class RuntimeConfigError(ValueError):
+    """A device or dtype request this machine cannot satisfy (found out after parsing)."""
+
+
+# --- YAML -------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    pass
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of option: value")
+    return data
+
+
+def config_values(
+    parser: argparse.ArgumentParser, data: dict[str, Any], known: set[str], source: str = "config"
+) -> dict[str, Any]:
+    """Convert YAML values into defaults for ``parser``'s options.
+
+    Keys are option names with ``-`` or ``_``. A key that no command knows (``known``) is an
+    error; a key that another command knows but this one does not is skipped. Values are
+    checked as the command line would check them.
+    """
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "version", "config")}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            if dest not in known:
+                raise ConfigError(f"{source}: unknown option {key!r}")
+            continue
+        out[dest] = _convert(actions[dest], value, f"{source}: {key}")
+    return out
+
+
+def _convert(action: argparse.Action, value: Any, where: str) -> Any:
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if action.nargs == "?" and action.const is not None:  # --zeroconf [NAME]
+        if value is None or value is False:
+            return None
+        if value is True:
+            return action.const
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        raise ConfigError(f"{where} must be a single value, got {value!r}")
+    try:
+        converted = action.type(str(value)) if action.type is not None else str(value)
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: invalid value {value!r} ({err})") from err
+    if action.choices is not None and converted not in action.choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse the command line over the YAML config over the defaults, then validate."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = parser or build_parser(with_voice=argv[:1] == ["voice"])
+    args = parser.parse_args(argv)
+    command = subparser(parser, args.command)
+    config_path = getattr(args, "config", None)
+    if config_path is None and _has_option(command, "config") and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG
+    if config_path is not None:
+        known = {a.dest for name in ("serve", "download", "speak") for a in subparser(parser, name)._actions}
+        # The voice commands share only where the voices are (read as the server reads them).
+        reader = subparser(parser, "serve") if args.command == "voice" else command
+        try:
+            values = config_values(reader, read_config(config_path), known, str(config_path))
+        except ConfigError as err:
+            command.error(str(err))
+        if args.command == "voice":
+            values = {k: v for k, v in values.items() if k in VOICE_CONFIG_KEYS}
+        command.set_defaults(**values)
+        args = parser.parse_args(argv)
+        args.config = config_path
+    validate(command, args)
+    return args
+
+
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Combinations the per-option checks cannot see; calls parser.error (exit 2)."""
+    if getattr(args, "codec_config", None) is not None and getattr(args, "codec_checkpoint", None) is None:
+        parser.error("--codec-config needs --codec-checkpoint")
+    if hasattr(args, "device"):
+        device = args.device
+        if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            parser.error(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if getattr(args, "zeroconf", None) is not None:
+        if not args.uri.startswith("tcp://"):
+            parser.error("--zeroconf needs a tcp:// --uri")
+        if args.zeroconf_host is not None:
+            problem = advertised_address_problem(args.zeroconf_host)
+            if problem:
+                parser.error(f"--zeroconf-host {args.zeroconf_host}: {problem}")
+
+
+def advertised_address_problem(host: str) -> str | None:
+    """Why Home Assistant could not use ``host`` from a zeroconf record (None when it can)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "not an IP address"
+    if address.version != 4:
+        return "not an IPv4 address"
+    if address.is_unspecified:
+        return "0.0.0.0 is the bind-all address, not one a client can reach"
+    if address.is_link_local:
+        return "link-local addresses are ignored by Home Assistant"
+    if address.is_multicast or address.is_reserved:
+        return "not a host address"
+    return None

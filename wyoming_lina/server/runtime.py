@@ -1,0 +1,108 @@
+"""Building the serving stack: device and dtype decisions, model + codec + engine, warm-up.
+
+The decisions are pure functions (availability passed in) so they are tested without a GPU.
+Loading is synchronous and happens before the event loop serves anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..codec import WavTokenizer, load_codec
+from ..engine import Engine, StreamingDecoder
+from ..engine.synthesizer import Synthesizer
+from ..errors import CheckpointError
+from ..model import LinaModel, load_lina
+from ..text import LinaTokenizer
+from .download import ModelFiles
+from .options import RuntimeConfigError
+
+_LOGGER = logging.getLogger(__name__)
+FRAMES_PER_SECOND = 75  # WavTokenizer: 24000 Hz / 320 samples per code
+
+LICENCE_NOTICE = """\
+Model licences:
+  Lina-Speech weights (lina-speech/all-models): CC BY-NC 4.0, non-commercial use only.
+    https://huggingface.co/lina-speech/all-models  (Lemerle et al., IRCAM)
+  WavTokenizer codec (novateur/WavTokenizer-medium-speech-75token): MIT.
+  wyoming-lina code: MIT.
+Tell listeners that the speech is synthetic, unless the person whose voice is cloned agreed."""
+
+
+def choose_device(requested: str, *, cuda_available: bool, cuda_count: int = 1) -> str:
+    """'auto' -> 'cuda' when available else 'cpu'; an explicit CUDA request must be satisfiable."""
+    if requested == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if requested.startswith("cuda"):
+        if not cuda_available:
+            raise RuntimeConfigError(
+                f"--device {requested}: no CUDA device is visible (check the NVIDIA driver, "
+                "and --gpus all / the NVIDIA container toolkit in Docker); use --device auto or cpu"
+            )
+        index = int(requested.partition(":")[2] or 0)
+        if index >= cuda_count:
+            raise RuntimeConfigError(f"--device {requested}: only {cuda_count} CUDA device(s) are visible")
+        return requested
+    if requested == "cpu":
+        return "cpu"
+    raise RuntimeConfigError(f"unknown device {requested!r}")
+
+
+def choose_dtype(requested: str, device: str) -> str:
+    """'auto' -> bfloat16 on CUDA, float32 on CPU; bfloat16 on CPU is refused (slow and untested)."""
+    if requested == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if requested == "bfloat16" and not device.startswith("cuda"):
+        raise RuntimeConfigError("--dtype bfloat16 needs a CUDA device; use float32 on CPU")
+    if requested not in ("float32", "bfloat16"):
+        raise RuntimeConfigError(f"unknown dtype {requested!r}")
+    return requested
+
+
+def max_frames_for(seconds: float) -> int:
+    return max(1, int(round(seconds * FRAMES_PER_SECOND)))
+
+
+@dataclass
+class Runtime:
+    model: LinaModel
+    codec: WavTokenizer
+    tokenizer: LinaTokenizer
+    engine: Engine
+    device: str
+    dtype: str
+
+
+def load_runtime(files: ModelFiles, device: str, dtype: str, *, max_batch: int = 256) -> Runtime:
+    """Load everything on ``device`` (strict checkpoint loading) and create the (stopped) engine."""
+    started = time.monotonic()
+    weights_dtype = None if dtype == "float32" else getattr(torch, dtype)
+    model = load_lina(files.lina, device=device, dtype=weights_dtype, trusted=files.lina_trusted)
+    codec = load_codec(files.codec_config, files.codec_checkpoint, device=device, dtype=weights_dtype)
+    if model.config.n_codes != codec.config.codebook_size:
+        raise CheckpointError(
+            f"the Lina model predicts {model.config.n_codes} codec codes but the WavTokenizer has "
+            f"{codec.config.codebook_size}: these files do not belong together"
+        )
+    tokenizer = LinaTokenizer(files.tokenizer)
+    engine = Engine.create(model, StreamingDecoder(codec), max_batch=max_batch)
+    _LOGGER.info("loaded the model and codec on %s (%s) in %.1f s", device, dtype, time.monotonic() - started)
+    return Runtime(model, codec, tokenizer, engine, device, dtype)
+
+
+async def warm_up(synthesizer: Synthesizer, voice: str | None = None, text: str = "Hello.") -> float:
+    """One short synthesis (first-use costs paid before any client waits); returns its seconds."""
+    started = time.monotonic()
+    samples = 0
+    async for chunk in synthesizer.synthesize(text, voice):
+        samples += len(chunk)
+    graphs = synthesizer.engine.warm_graphs()
+    elapsed = time.monotonic() - started
+    _LOGGER.info(
+        "warm-up: %.2f s of audio, %d step graphs captured, in %.2f s", samples / synthesizer.sample_rate, graphs, elapsed
+    )
+    return elapsed
