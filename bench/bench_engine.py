@@ -131,11 +131,11 @@ def prefill_time(model, prompt_frames: int) -> str:
     return f"| prefill of a {prompt_frames / 75:.0f} s prompt ({prompt_frames} frames) incl. text encoder | {cuda_time(run, 10):.1f} ms |"
 
 
-def build_engine(model, codec, graphs: bool, compile: bool = False) -> Engine:
+def build_engine(model, codec, graphs: bool) -> Engine:
     engine = Engine(
         model,
         StreamingDecoder(codec),
-        graphs=GraphConfig(compile=compile) if graphs else None,
+        graphs=GraphConfig(compile=True) if graphs else None,
         decode_interval=8 if graphs else 1,
     )
     engine.start()
@@ -183,8 +183,7 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> l
 
     # warm-up (binds buffers, captures the common graphs)
     await run_jobs(engine, [job("prompt", 60, 0), job("state", 60, 1)])
-    if engine.graphed is not None:
-        engine.graphed.warm([1, 2, 4, 8, 16, 32, 64, 128, 256], len(prompt_ids), sampling.top_k)
+    engine.warm_graphs((len(text_ids), len(prompt_ids)), sampling.top_k)
     await run_jobs(engine, [job("state", 60, i) for i in range(8)])
 
     label = "CUDA graphs" if graphs else "eager baseline"
@@ -218,6 +217,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", action="store_true", help="only profile one eager step")
+    parser.add_argument("--engine-only", action="store_true", help="skip the step-latency and prefill tables")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     dtype = getattr(torch, args.dtype)
@@ -232,10 +232,11 @@ def main() -> None:
         print("\n".join(profile_step(model, 1)))
         return
     sizes = (1, 8, 64) if args.quick else (1, 8, 64, 256)
-    print("\n".join(step_latency(model, sizes, 20 if args.quick else 50)))
-    print()
-    print("| what | time |\n|---|---|\n" + prefill_time(model, 375))
-    print()
+    if not args.engine_only:
+        print("\n".join(step_latency(model, sizes, 20 if args.quick else 50)))
+        print()
+        print("| what | time |\n|---|---|\n" + prefill_time(model, 375))
+        print()
     print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, args.quick, graphs=True))))
     if not args.skip_baseline:
         print()

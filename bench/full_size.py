@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
 
 from wyoming_lina.model import LinaModel, config_from_state_dict
 
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent.parent / "shared/fixtures/lina-tiny/full-size-keys.json"
+DEFAULT_MANIFEST = (
+    Path(os.environ.get("WYOMING_LINA_FIXTURES", Path(__file__).resolve().parent.parent.parent / "shared/fixtures"))
+    / "lina-tiny/full-size-keys.json"
+)
 
 
 def full_size_lina_config(manifest: Path | None = None):

@@ -108,3 +108,11 @@ async def test_cancelling_a_stream_frees_its_rows(synth):
             break
         await asyncio.sleep(0.05)
     assert synth.engine.load == (0, 0)
+
+
+async def test_cancel_without_finish_ends_the_stream(synth):
+    stream = synth.open_stream(synth.resolve_voice("plain"))
+    stream.add_text("A sentence that is complete. And one that is not")
+    stream.cancel()
+    chunks = await asyncio.wait_for(collect(stream), 10)
+    assert isinstance(chunks, list)

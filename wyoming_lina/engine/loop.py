@@ -116,6 +116,17 @@ class Engine:
             self._pending.popleft().finish(error)
         self.batch = ActiveBatch()
 
+    def warm_graphs(self, text_lengths: tuple[int, ...] = (64, 128), top_k: int = 100) -> int:
+        """Capture the step graphs of every batch bucket for these text lengths, so no request
+        pays for a capture (or a compilation). Call before serving, after one synthesis has run
+        (which allocated the buffers), while the loop is idle. Returns the graphs captured."""
+        if self.graphed is None or not self.graphed.config.capture:
+            return 0
+        before = len(self.graphed._graphs)
+        for n in text_lengths:
+            self.graphed.warm(self.graphed.config.batch_buckets, n, top_k)
+        return len(self.graphed._graphs) - before
+
     @property
     def load(self) -> tuple[int, int]:
         """(active rows, waiting jobs)."""

@@ -64,8 +64,13 @@ class Synthesizer:
         """The named voice, else the default voice (raises UnknownVoiceError naming the voices)."""
         return self.voices.get(name or self.settings.default_voice or "")
 
-    def open_stream(self, voice: str | None = None, sampling: SamplingOptions | None = None) -> "SynthesisStream":
-        return SynthesisStream(self, self.resolve_voice(voice), sampling or self.settings.sampling)
+    def open_stream(
+        self, voice: Voice | str | None = None, sampling: SamplingOptions | None = None
+    ) -> "SynthesisStream":
+        """A stream for a voice object (already resolved) or a voice name (None: the default)."""
+        if not isinstance(voice, Voice):
+            voice = self.resolve_voice(voice)
+        return SynthesisStream(self, voice, sampling or self.settings.sampling)
 
     async def synthesize(
         self, text: str, voice: str | None = None, sampling: SamplingOptions | None = None
@@ -151,8 +156,12 @@ class SynthesisStream:
             self._handles.put_nowait(handle)
 
     def cancel(self) -> None:
+        """Drop every row of this stream; iteration ends (nothing more is submitted)."""
         for handle in self._all:
             handle.cancel()
+        if not self._finished:
+            self._finished = True
+            self._handles.put_nowait(None)
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
         silence = np.zeros(int(self.synth.settings.sentence_silence * self.synth.sample_rate), dtype=np.int16)

@@ -48,8 +48,12 @@ def causal_conv(x: torch.Tensor, window: torch.Tensor, conv: nn.Conv1d):
     Returns the activations [B, T, C] and the new window (last K inputs).
     """
     full = torch.cat([window.to(x.dtype), x.transpose(1, 2)], dim=2)  # (B, C, K + T)
-    y = F.conv1d(full[:, :, 1:], conv.weight.to(x.dtype), groups=full.shape[1])  # (B, C, T)
-    return F.silu(y).transpose(1, 2), full[:, :, -window.shape[2] :]
+    new_window = full[:, :, -window.shape[2] :]
+    if x.shape[1] == 1:  # one step: a dot product per channel (cheaper than conv1d on CPU)
+        y = (new_window * conv.weight[:, 0, :].to(x.dtype)).sum(-1, keepdim=True)  # (B, C, 1)
+    else:
+        y = F.conv1d(full[:, :, 1:], conv.weight.to(x.dtype), groups=full.shape[1])  # (B, C, T)
+    return F.silu(y).transpose(1, 2), new_window
 
 
 class GatedLinearAttention(nn.Module):
