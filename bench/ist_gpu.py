@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--grad-accum", type=int, default=4)
     parser.add_argument("--clips", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=8.0, help="mean clip length")
+    parser.add_argument("--grad-seconds", type=float, default=4.0, help="clip length for the gradient check")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--fixtures", default=str(Path(__file__).resolve().parent.parent.parent / "shared/fixtures"))
     args = parser.parse_args()
@@ -117,7 +118,7 @@ def main() -> None:
     else:
         print(f"(no fixture at {tiny}: tiny gradient check skipped)")
     model = random_full_size_lina(device)
-    grad_seconds = 0.3 if args.quick else 4.0
+    grad_seconds = 0.3 if args.quick else args.grad_seconds
     gradient_check("full fp32", model, random_examples(2, grad_seconds, model.config.n_codes, seed=2), rows)
     if dtype != torch.float32:
         cast_weights(model, dtype)
