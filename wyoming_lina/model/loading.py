@@ -41,7 +41,7 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
         if not trusted:
             raise CheckpointError(
                 f"{path} needs arbitrary code to unpickle and is not trusted; "
-                f"convert it to safetensors first ({err.__class__.__name__})"
+                f"convert it to safetensors first, or trust it (wyoming-lina: --trust-checkpoints) ({err.__class__.__name__})"
             ) from err
         _LOGGER.warning("%s holds non-tensor objects; loading the trusted file with full unpickling", path)
         data = torch.load(path, map_location="cpu", weights_only=False)
