@@ -231,3 +231,27 @@ def test_engine_options_per_device():
     assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1
     assert engine_options("cuda", compile=False)["graphs"].compile is False
     assert engine_options("cpu") == {"graphs": None, "decode_interval": 1}
+
+
+async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monkeypatch):
+    engine = Engine(model, StreamingDecoder(codec))
+    handles = [engine.submit(GenerationJob(t, max_frames=12, sampling=GREEDY)) for t in texts(vec)]
+    handles.append(engine.submit(GenerationJob(texts(vec)[0], max_frames=12, sampling=GREEDY)))
+    tasks = [asyncio.ensure_future(drain(h)) for h in handles]
+    engine.run_once_safely()  # admitted, one step
+    real_step, calls = model.step, []
+
+    def step_once_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(model, "step", step_once_out_of_memory)
+    for _ in range(60):
+        engine.run_once_safely()
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2])  # oldest finish
+    assert all(isinstance(r, OverloadedError) for r in results[2:])  # newest fail, clearly
+    assert engine.max_batch == 2 and len(engine.batch) == 0

@@ -62,6 +62,8 @@ class Engine:
         self.decoder = decoder
         self.device = model.device
         self.max_batch = max_batch
+        self._configured_max_batch = max_batch
+        self._good_steps = 0
         self.max_queue = max_queue
         self.max_admit_per_step = max_admit_per_step
         self.batch = ActiveBatch()
@@ -74,7 +76,7 @@ class Engine:
         self.graphed = GraphedStep(model, graphs) if graphs is not None else None
         self._inflight = None  # graphed: (rows, host tokens, event) of the step still to process
         if self.graphed is not None:
-            self.max_batch = min(max_batch, self.graphed.capacity)
+            self.max_batch = self._configured_max_batch = min(max_batch, self.graphed.capacity)
             pin = self.device.type == "cuda"
             self._host_tokens = [
                 torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin) for _ in range(2)
@@ -141,13 +143,44 @@ class Engine:
                         self._wakeup.wait(timeout=0.5)
                 if self._stopping:
                     break
-                try:
-                    self.run_once()
-                except Exception as err:  # never let the loop die: fail the batch, keep serving
-                    _LOGGER.exception("generation step failed; failing %d active rows", len(self.batch))
-                    for row in self.batch.rows:
-                        row.handle.finish(SynthesisError(f"generation failed: {err}"))
-                    self.batch = ActiveBatch()
+                self.run_once_safely()
+
+    def run_once_safely(self) -> None:
+        """One iteration; a failure never ends the loop (see ``_recover``)."""
+        try:
+            self.run_once()
+            self._good_steps += 1
+            if self._good_steps >= 200 and self.max_batch < self._configured_max_batch:
+                self.max_batch = min(self._configured_max_batch, 2 * self.max_batch)  # memory came back
+                self._good_steps = 0
+        except Exception as err:
+            self._recover(err)
+
+    def _recover(self, err: Exception) -> None:
+        """Out of GPU memory: fail only the newest half of the rows (the oldest keep their
+        progress) and admit fewer rows for a while. Any other failure: fail the active rows."""
+        self._inflight = None
+        self._good_steps = 0
+        rows = [r for r in self.batch.rows if not r.ended]
+        if isinstance(err, torch.OutOfMemoryError) and len(rows) > 1:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            survivors = len(rows) // 2
+            self.max_batch = max(1, survivors)
+            _LOGGER.warning(
+                "out of GPU memory with %d rows: failing the newest %d, admitting at most %d for now",
+                len(rows), len(rows) - survivors, self.max_batch,
+            )  # fmt: skip
+            overloaded = OverloadedError("the GPU ran out of memory; try again shortly")
+            for row in rows[survivors:]:
+                row.ended = True
+                row.handle.finish(overloaded)
+            self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
+            return
+        _LOGGER.exception("generation step failed; failing %d active rows", len(self.batch), exc_info=err)
+        for row in self.batch.rows:
+            row.handle.finish(SynthesisError(f"generation failed: {err}"))
+        self.batch = ActiveBatch()
 
     @torch.inference_mode()
     def run_once(self) -> None:
