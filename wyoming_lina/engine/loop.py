@@ -194,18 +194,20 @@ class Engine:
 
     def _drop_finished_or_cancelled(self) -> None:
         now = time.monotonic()
-        keep = []
+        keep, leaving = [], []
         for i, row in enumerate(self.batch.rows):
             job = row.handle.job
             if row.ended:
                 continue
             if row.handle.cancelled:
-                row.handle.finish()
+                leaving.append((row, None))
             elif job.deadline is not None and now > job.deadline:
-                row.handle.finish(DeadlineExceededError("the request took longer than its deadline"))
+                leaving.append((row, DeadlineExceededError("the request took longer than its deadline")))
             else:
                 keep.append(i)
-        self.batch.keep(keep)
+        self.batch.keep(keep)  # rows leave the batch before their callers hear they ended
+        for row, error in leaving:
+            row.handle.finish(error)
 
     def _admit(self) -> None:
         room = min(self.max_batch - len(self.batch), self.max_admit_per_step)
@@ -338,8 +340,8 @@ class Engine:
             if len(audio):
                 row.audible = True
                 row.handle.deliver(audio)
+        if ended:  # leave the batch first: a caller that sees its end sees the engine without it
+            self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
         for row in ended:
             row.handle.stats.frames = row.frames
             row.handle.finish()
-        if ended:
-            self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
