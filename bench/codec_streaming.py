@@ -3,6 +3,8 @@
     .venv/bin/python bench/codec_streaming.py                  # fixture + full-size random model
     .venv/bin/python bench/codec_streaming.py --model fixture  # seconds
     .venv/bin/python bench/codec_streaming.py --quick          # fewer settings, shorter streams
+    .venv/bin/python bench/codec_streaming.py --model real --config medium.yaml \
+        --checkpoint wavtokenizer.ckpt --wav speech.wav            # the trained codec, real speech
 
 For each setting and token stream (i.i.d. random tokens; "bursty": random runs separated by
 held-token pauses) it streams the codes one by one through ``CodecStream`` and compares the
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,40 +29,33 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_models import fixture_codec, random_codec, token_streams  # noqa: E402
 
-from wyoming_lina.codec import StreamingConfig  # noqa: E402
+from wyoming_lina.codec import StreamingConfig, load_codec, read_audio  # noqa: E402
 from wyoming_lina.codec.streaming import decode_cost, stream_schedule  # noqa: E402
 
-DEFAULT = StreamingConfig()
-
-
-def _vary(**changes) -> StreamingConfig:
-    return replace(DEFAULT, **changes)
-
-
+S = StreamingConfig  # S(first_window, window, hop, lookahead, crossfade)
 SETTINGS = {
-    "default": DEFAULT,
-    # first window: codes needed before the first audio
-    "first 16": _vary(first_window=16, lookahead=8, hop=8),
-    "first 24": _vary(first_window=24, lookahead=8, hop=16),
-    "first 32": _vary(first_window=32, lookahead=8, hop=24),
-    "first 40": _vary(first_window=40),
-    "first 64": _vary(first_window=64),
-    # lookahead (right context of every emitted frame)
-    "lookahead 4": _vary(lookahead=4, crossfade=4),
-    "lookahead 8": _vary(lookahead=8, crossfade=4),
-    "lookahead 12": _vary(lookahead=12, first_window=max(DEFAULT.first_window, 13)),
-    "lookahead 24": _vary(lookahead=24, first_window=max(DEFAULT.first_window, 40)),
-    # crossfade between windows
-    "crossfade 0": _vary(crossfade=0),
-    "crossfade 8": _vary(crossfade=min(8, DEFAULT.lookahead)),
-    # steady window size and hop
-    "window 150": _vary(window=150),
-    "window 225": _vary(window=225),
-    "window 450": _vary(window=450),
-    "hop 12": _vary(hop=12),
-    "hop 50": _vary(hop=50),
-    "window 225 hop 50": _vary(window=225, hop=50),
-    "window 450 hop 50": _vary(window=450, hop=50),
+    "default": StreamingConfig(),
+    # first window: codes needed before the first audio (hop <= first_window - lookahead)
+    "first 16": S(16, 300, 8, 8, 2),
+    "first 24": S(24, 300, 16, 8, 2),
+    "first 32": S(32, 300, 20, 12, 2),
+    "first 48": S(48, 300, 24, 12, 2),
+    "first 64": S(64, 300, 24, 12, 2),
+    # lookahead: right context of every emitted frame
+    "lookahead 4": S(36, 300, 24, 4, 2),
+    "lookahead 8": S(36, 300, 24, 8, 2),
+    "lookahead 24": S(48, 300, 24, 24, 2),
+    # crossfade between windows (taken out of the lookahead)
+    "crossfade 0": S(36, 300, 24, 12, 0),
+    "crossfade 6": S(36, 300, 24, 12, 6),
+    "crossfade 12": S(36, 300, 24, 12, 12),
+    # steady window size and hop (decode cost ~ window / hop)
+    "window 150": S(36, 150, 24, 12, 2),
+    "window 225": S(36, 225, 24, 12, 2),
+    "window 450": S(36, 450, 24, 12, 2),
+    "hop 12": S(36, 300, 12, 12, 2),
+    "hop 48": S(36, 300, 48, 12, 2),
+    "low cost (CPU)": S(56, 225, 48, 8, 2),
 }
 QUICK = ["default", "first 16", "lookahead 4", "crossfade 0", "window 225"]
 
@@ -94,31 +88,49 @@ def measure(codec, codes: torch.Tensor, cfg: StreamingConfig) -> dict[str, float
     }
 
 
+def code_streams(codec, frames: int, wavs: list[str]) -> dict[str, torch.Tensor]:
+    streams = {f"{k} {frames / 75:g} s": v for k, v in token_streams(frames, codec.codebook_size).items()}
+    for path in wavs:  # real speech, encoded by this codec
+        samples, rate = read_audio(path)
+        codes = codec.encode_clip(samples, rate)
+        streams[f"{Path(path).name} {len(codes) / 75:.1f} s"] = codes
+    return streams
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["fixture", "full", "both"], default="both")
+    parser.add_argument("--model", choices=["fixture", "full", "both", "real"], default="both")
+    parser.add_argument("--config", help="--model real: the WavTokenizer yaml")
+    parser.add_argument("--checkpoint", help="--model real: .ckpt or .safetensors")
+    parser.add_argument("--wav", action="append", default=[], help="also stream the codes of this audio file")
     parser.add_argument("--quick", action="store_true", help="five settings, shorter streams")
     parser.add_argument("--seconds", type=float, default=None, help="stream length (default 20 s, 10 s full-size)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy machine)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.model == "real" and not args.checkpoint:
+        parser.error("--model real needs --checkpoint (and --config unless it is a converted .safetensors)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = QUICK if args.quick else list(SETTINGS)
     models = ["fixture", "full"] if args.model == "both" else [args.model]
     print("| model | stream | setting | first_window / window / hop / lookahead / crossfade | first audio after | "
           "lookahead | SNR dB | max abs | first chunk SNR | worst 1/3 s SNR | error step at seams / elsewhere | cost |")
     print("|" + "---|" * 12)
     for model in models:
-        codec = fixture_codec() if model == "fixture" else random_codec()
+        if model == "real":
+            codec = load_codec(args.config, args.checkpoint)
+        else:
+            codec = fixture_codec() if model == "fixture" else random_codec()
         seconds = args.seconds or (20.0 if model == "fixture" else 10.0)
         if args.quick:
             seconds = min(seconds, 6.0)
-        frames = int(seconds * 75)
-        for stream_name, codes in token_streams(frames, codec.codebook_size).items():
+        for stream_name, codes in code_streams(codec, int(seconds * 75), args.wav).items():
             for name in names:
                 cfg, t0 = SETTINGS[name], time.perf_counter()
                 m = measure(codec, codes, cfg)
                 geometry = f"{cfg.first_window} / {cfg.window} / {cfg.hop} / {cfg.lookahead} / {cfg.crossfade}"
                 print(
-                    f"| {model} | {stream_name} {seconds:g} s | {name} | {geometry} | {cfg.first_audio_ms():.0f} ms | "
+                    f"| {model} | {stream_name} | {name} | {geometry} | {cfg.first_audio_ms():.0f} ms | "
                     f"{cfg.lookahead_ms():.0f} ms | {m['snr']:.1f} | {m['max']:.4f} | {m['first']:.1f} | {m['worst']:.1f} | "
                     f"{m['seam']:.4f} / {m['inside']:.4f} | {m['cost']:.1f} |",
                     flush=True,

@@ -39,11 +39,11 @@ import torch
 class StreamingConfig:
     """Window geometry in codec frames (1 frame = 320 samples = 13.3 ms at 24 kHz)."""
 
-    first_window: int = 32  # codes needed before the first audio; it emits first_window - lookahead frames
+    first_window: int = 36  # codes needed before the first audio; it emits first_window - lookahead frames
     window: int = 300  # steady window size (4 s; training crops were 3 s)
-    hop: int = 24  # new frames emitted per steady window (<= first_window - lookahead: no underrun at 1x)
-    lookahead: int = 8  # frames decoded after the last emitted frame (right context)
-    crossfade: int = 4  # frames blended between consecutive windows
+    hop: int = 24  # new frames per steady window; <= first_window - lookahead: no underrun at 1x real time
+    lookahead: int = 12  # frames decoded after the last emitted frame (right context); includes the crossfade
+    crossfade: int = 2  # frames blended between consecutive windows (keep <= lookahead / 2)
 
     def __post_init__(self) -> None:
         problems = []
