@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..state_dicts import state_dict_mismatches
 from .config import WavTokenizerConfig, read_config
 from .wavtokenizer import WavTokenizer
 
@@ -75,18 +76,7 @@ def generator_state_dict(tensors: dict[str, torch.Tensor], source: str = "checkp
 
 def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {list(sd[k].shape)} != model {list(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    ]
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-        if items:
-            problems.append(f"{label} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
+    problems = state_dict_mismatches(model, sd, limit=12)
     if problems:
         raise CheckpointError(f"{source} does not match the WavTokenizer config: " + "; ".join(problems))
 

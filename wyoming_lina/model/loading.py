@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..state_dicts import state_dict_mismatches
 from .config import check_hyper_parameters, config_from_state_dict
 from .lina import LinaModel
 
@@ -65,18 +66,7 @@ def _strip_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
     """Raise CheckpointError naming every missing, unexpected or mis-shaped tensor."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {list(sd[k].shape)} != model {list(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and sd[k].shape != v.shape
-    )
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
-        if items:
-            problems.append(f"{label} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+    problems = state_dict_mismatches(model, sd)
     if problems:
         raise CheckpointError("checkpoint does not match the Lina architecture: " + "; ".join(problems))
 
