@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", action="store_true", help="only profile one eager step")
     parser.add_argument("--engine-only", action="store_true", help="skip the step-latency and prefill tables")
+    parser.add_argument("--no-fuse", action="store_true", help="keep q/k/v/g as four GEMMs (as before fusing)")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     dtype = getattr(torch, args.dtype)
@@ -226,6 +227,8 @@ def main() -> None:
     model = random_full_size_lina("cpu", manifest=fixtures / "lina-tiny/full-size-keys.json").cuda()
     if dtype != torch.float32:
         cast_weights(model, dtype)
+    if not args.no_fuse:
+        model.fuse_projections()  # what Engine.create does on CUDA
     codec = move(random_codec(), "cuda", dtype).eval()
     tokenizer = LinaTokenizer(fixtures / "lina-tiny/bpe256.json")
     if args.profile:

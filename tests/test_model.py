@@ -298,3 +298,16 @@ def test_cpu_path_never_imports_triton_or_fla(lina_dir):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fused_projections_compute_the_same_and_keep_the_state_dict(lina_dir, vec):
+    model = load_lina(lina_dir / "model.ckpt")
+    before = model.teacher_forced_logits(vec["text_ids"], vec["audio_in"])
+    keys = set(model.state_dict())
+    model.fuse_projections()
+    assert set(model.state_dict()) == keys  # the fused copy is not a checkpoint tensor
+    after = model.teacher_forced_logits(vec["text_ids"], vec["audio_in"])
+    torch.testing.assert_close(after, before, atol=2e-5, rtol=0)
+    ctx = model.encode_text(vec["text_ids"])
+    steps, _ = step_through(model, ctx, vec["audio_in"], model.init_state(1))
+    torch.testing.assert_close(steps, vec["logits_steps"], atol=LOGIT_ATOL, rtol=0)

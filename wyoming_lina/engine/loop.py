@@ -45,6 +45,8 @@ class Engine:
     @classmethod
     def create(cls, model: LinaModel, decoder: StreamingDecoder, *, compile: bool = True, **kwargs) -> "Engine":
         """An engine with the right loop settings for the model's device."""
+        if model.device.type == "cuda":
+            model.fuse_projections()
         return cls(model, decoder, **engine_options(model.device.type, compile=compile), **kwargs)
 
     def __init__(
