@@ -164,6 +164,10 @@ class GraphedStep:
         for dst, src in zip(live, snapshot):
             dst.copy_(src)
 
+    @property
+    def graph_count(self) -> int:
+        return len(self._graphs)
+
     def keys_for(self, batch: ActiveBatch) -> tuple[int, int, int]:
         cfg = self.config
         return (

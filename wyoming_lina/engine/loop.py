@@ -12,7 +12,6 @@ import asyncio
 import collections
 import logging
 import random
-import sys
 import threading
 import time
 
@@ -126,10 +125,10 @@ class Engine:
         (which allocated the buffers), while the loop is idle. Returns the graphs captured."""
         if self.graphed is None or not self.graphed.config.capture:
             return 0
-        before = len(self.graphed._graphs)
+        before = self.graphed.graph_count
         for n in text_lengths:
             self.graphed.warm(self.graphed.config.batch_buckets, n, top_k)
-        return len(self.graphed._graphs) - before
+        return self.graphed.graph_count - before
 
     @property
     def load(self) -> tuple[int, int]:
@@ -227,20 +226,19 @@ class Engine:
         for group in groups.values():
             try:
                 self._start(group)
-            except Exception:
+            except Exception as err:
                 if len(group) == 1:
-                    self._fail_start(group[0])
+                    self._fail_start(group[0], err)
                     continue
                 for handle in group:  # find the bad one: the others still start
                     try:
                         self._start([handle])
-                    except Exception:
-                        self._fail_start(handle)
+                    except Exception as single_err:
+                        self._fail_start(handle, single_err)
 
     @staticmethod
-    def _fail_start(handle: JobHandle) -> None:
-        err = sys.exc_info()[1]
-        _LOGGER.exception("could not start a job")
+    def _fail_start(handle: JobHandle, err: Exception) -> None:
+        _LOGGER.error("could not start a job: %s", err, exc_info=err)
         handle.finish(err if isinstance(err, SynthesisError) else SynthesisError(f"could not start: {err}"))
 
     def _start(self, handles: list[JobHandle]) -> None:
