@@ -34,3 +34,28 @@ def lina_dir() -> Path:
 @pytest.fixture(scope="session")
 def codec_dir() -> Path:
     return fixture_path("wavtokenizer-tiny")
+
+
+# Module-scoped: each test module gets its own fresh instance (some tests patch or tune them).
+@pytest.fixture(scope="module")
+def model(lina_dir):
+    """The upstream tiny Lina model, float32 on CPU."""
+    from wyoming_lina.model import load_lina
+
+    return load_lina(lina_dir / "model.ckpt")
+
+
+@pytest.fixture(scope="module")
+def codec(codec_dir):
+    """The upstream tiny WavTokenizer (shares Lina-tiny's 64-code vocabulary)."""
+    from wyoming_lina.codec import load_codec
+
+    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(lina_dir):
+    """The upstream bpe256 tokenizer."""
+    from wyoming_lina.text import LinaTokenizer
+
+    return LinaTokenizer(lina_dir / "bpe256.json")

@@ -10,13 +10,8 @@ import soundfile
 import soxr
 import torch
 
-from wyoming_lina.codec import load_codec, pcm_to_float, read_audio, to_codec_rate
+from wyoming_lina.codec import pcm_to_float, read_audio, to_codec_rate
 from wyoming_lina.errors import AudioFileError
-
-
-@pytest.fixture(scope="module")
-def codec(codec_dir):
-    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
 
 
 def chirp(rate: int, seconds: float = 0.5, f0: float = 200.0, f1: float = 3000.0, amp: float = 0.5) -> np.ndarray:

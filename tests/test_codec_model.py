@@ -26,11 +26,6 @@ CASES = ["", "_b2", "_short"]
 
 
 @pytest.fixture(scope="module")
-def codec(codec_dir):
-    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
 def vec(codec_dir):
     return load_file(str(codec_dir / "vectors.safetensors"))
 

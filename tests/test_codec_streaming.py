@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wyoming_lina.codec import CodecStream, StreamingConfig, load_codec
+from wyoming_lina.codec import CodecStream, StreamingConfig
 from wyoming_lina.codec.streaming import decode_cost, fade_in, stream_schedule
 
 HOP = 320
@@ -112,11 +112,6 @@ def test_fade_is_complementary():
 
 
 # ---- with the fixture model ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def codec(codec_dir):
-    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
 
 
 def test_stream_is_close_to_full_decode(codec):

@@ -10,22 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wyoming_lina.codec import load_codec
 from wyoming_lina.errors import DeadlineExceededError, OverloadedError, SynthesisError
 from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder
-from wyoming_lina.model import EOS, load_lina
+from wyoming_lina.model import EOS
 
 GREEDY = SamplingOptions(top_k=1)
-
-
-@pytest.fixture(scope="module")
-def model(lina_dir):
-    return load_lina(lina_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
-def codec(codec_dir):
-    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,6 @@ STATE_ATOL = 5e-5
 
 
 @pytest.fixture(scope="module")
-def model(lina_dir):
-    return load_lina(lina_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
 def vec(lina_dir):
     return load_file(str(lina_dir / "vectors.safetensors"))
 

@@ -22,7 +22,7 @@ import torch
 from test_reliability_support import FRAME_SAMPLES, WyomingSocket, check_plain, exchange, frame
 from test_server_e2e import MAX_TEXT_CHARS, start_server
 
-from wyoming_lina.errors import AudioFileError, CheckpointError, LinaError, OverloadedError, SynthesisError, VoiceError
+from wyoming_lina.errors import AudioFileError, CheckpointError, LinaError, OverloadedError, VoiceError
 
 REPO = Path(__file__).resolve().parent.parent
 

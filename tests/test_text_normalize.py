@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from wyoming_lina.text import LinaTokenizer, normalize_text
+from wyoming_lina.text import normalize_text
 from wyoming_lina.text import normalize as normalize_module
 
 CASES = [
@@ -176,11 +176,6 @@ CASES = [
     ("Empty () parens", "Empty parens"),
     ("[BOS] and {braces}", "(BOS) and (braces)"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(lina_dir) -> LinaTokenizer:
-    return LinaTokenizer(lina_dir / "bpe256.json")
 
 
 @pytest.mark.parametrize(("text", "expected"), CASES, ids=[c[0][:30] for c in CASES])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wyoming_lina.text import LinaTokenizer, SentenceChunker, prepare_sentence, prepare_text, split_sentences
+from wyoming_lina.text import SentenceChunker, prepare_sentence, prepare_text, split_sentences
 from wyoming_lina.text.sentences import split_long
 
 TEXT = (
@@ -183,11 +183,6 @@ def test_any_fragmentation_gives_the_same_sentences(case):
 
 
 # ---------------------------------------------------------------- prepare_text
-
-
-@pytest.fixture(scope="module")
-def tokenizer(lina_dir) -> LinaTokenizer:
-    return LinaTokenizer(lina_dir / "bpe256.json")
 
 
 def test_prepare_text_splits_raw_then_normalises(tokenizer):

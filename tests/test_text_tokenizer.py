@@ -13,11 +13,6 @@ from wyoming_lina.text import LINA_ALPHABET, LinaTokenizer
 FIXTURE_TEXT = "Hello world, this is a test of Lina speech."
 
 
-@pytest.fixture(scope="module")
-def tokenizer(lina_dir) -> LinaTokenizer:
-    return LinaTokenizer(lina_dir / "bpe256.json")
-
-
 def test_encode_reproduces_upstream_text_ids(tokenizer, lina_dir):
     expected = load_file(str(lina_dir / "vectors.safetensors"))["text_ids"][0].tolist()
     assert tokenizer.encode(FIXTURE_TEXT) == expected

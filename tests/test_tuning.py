@@ -11,10 +11,8 @@ import soundfile
 import torch
 import torch.nn.functional as F
 
-from wyoming_lina.codec import load_codec
 from wyoming_lina.errors import VoiceError
 from wyoming_lina.model import BOS, EOS, SpeakerState, load_lina
-from wyoming_lina.text import LinaTokenizer
 from wyoming_lina.voices import VoiceStore, cli
 from wyoming_lina.voices.dataset import TuningExample, prepare_examples, read_dataset
 from wyoming_lina.voices.files import load_tensors
@@ -46,21 +44,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def codec(codec_dir):
-    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
-def model(lina_dir):
-    return load_lina(lina_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(lina_dir):
-    return LinaTokenizer(lina_dir / "bpe256.json")
 
 
 def synth_clip(i: int, rate: int = 16000) -> np.ndarray:

@@ -14,10 +14,8 @@ import pytest
 import soundfile
 import torch
 
-from wyoming_lina.codec import load_codec
 from wyoming_lina.errors import AudioFileError, UnknownVoiceError, VoiceError
-from wyoming_lina.model import load_lina, load_speaker_state
-from wyoming_lina.text import LinaTokenizer
+from wyoming_lina.model import load_speaker_state
 from wyoming_lina.voices import DefaultVoiceRecipe, VoiceStore, cli, ensure_default_voice, name_problem, validate_name
 from wyoming_lina.voices.clips import trim_silence
 from wyoming_lina.voices.files import CODES_FORMAT, codec_fingerprint, load_tensors
@@ -32,21 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def codec(codec_dir):
-    return load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
-def model(lina_dir):
-    return load_lina(lina_dir / "model.ckpt")
-
-
-@pytest.fixture(scope="module")
-def tokenizer(lina_dir):
-    return LinaTokenizer(lina_dir / "bpe256.json")
 
 
 @pytest.fixture
