@@ -76,31 +76,81 @@ class GatedLinearAttention(nn.Module):
 
     @torch.no_grad()
     def fuse_projections(self) -> None:
-        """Stack the q/k/v/g weights into one matrix: one GEMM instead of four per step.
+        """Stack the q/k/v/g weights and the folded low-rank gate (W2 @ W1) into one matrix:
+        one GEMM instead of six per step. The gate's bias is added in float32 afterwards.
 
         An inference-time copy (not in the state_dict); call again if the weights change."""
-        self.fused_in = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.g_proj.weight])
+        dtype = self.q_proj.weight.dtype
+        down, up = self.gk_proj[0].weight.float(), self.gk_proj[1].weight.float()
+        gate = (up @ down).to(dtype)  # (key_dim, d): the low-rank gate as one matrix
+        self.fused_in = torch.cat(
+            [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.g_proj.weight, gate]
+        )
 
     def _projections(self, h: torch.Tensor):
+        """q, k, v, output gate, and the decay-gate logits (float32)."""
         if self.fused_in is None:
-            return self.q_proj(h), self.k_proj(h), self.v_proj(h), self.g_proj(h)
+            gk = self.gk_proj(h).float()
+            return self.q_proj(h), self.k_proj(h), self.v_proj(h), self.g_proj(h), gk
         w = self.fused_in
-        out = F.linear(h.to(w.dtype), w).to(h.dtype)
+        out = F.linear(h.to(w.dtype), w)
         c = self.cfg
-        return out.split([c.key_dim, c.key_dim, c.value_dim, c.value_dim], dim=-1)
+        q, k, v, g_out, gk = out.split([c.key_dim, c.key_dim, c.value_dim, c.value_dim, c.key_dim], dim=-1)
+        gk = gk.float() + self.gk_proj[1].bias.float()
+        return q.to(h.dtype), k.to(h.dtype), v.to(h.dtype), g_out.to(h.dtype), gk
+
+    def can_fuse_step(self) -> bool:
+        """Whether ``kernel="fused_step"`` applies: fused projections, short convs, and head
+        sizes the Triton kernel tiles (powers of two)."""
+        c = self.cfg
+        return (
+            self.fused_in is not None
+            and c.short_conv
+            and all(n > 0 and n & (n - 1) == 0 for n in (c.head_k, c.head_v, c.conv_size))
+        )
+
+    def _fused_step(self, h: torch.Tensor, state: GLAState) -> tuple[torch.Tensor, GLAState]:
+        """One frame through ONE Triton kernel between the two GEMMs (model/triton_step.py).
+        The conv windows and S of ``state`` are updated in place and returned."""
+        from .triton_step import gla_decode_step
+
+        w = self.fused_in
+        proj = F.linear(h[:, 0].to(w.dtype), w)  # (B, 3 key + 2 value)
+        o = gla_decode_step(
+            proj,
+            state.conv_q,
+            state.conv_k,
+            state.conv_v,
+            self.q_conv1d.weight,
+            self.k_conv1d.weight,
+            self.v_conv1d.weight,
+            state.S,
+            self.gk_proj[1].bias.float(),
+            self.g_norm_swish_gate.weight.float(),
+            self.cfg.head_k**-0.5,
+            1e-5,
+            self.o_proj.weight.dtype,
+        )
+        return self.o_proj(o[:, None]).to(h.dtype), state
 
     def forward(self, h: torch.Tensor, state: GLAState, kernel: str | None = None):
-        """h: [B, T, d] (after norm1). Returns out [B, T, d] and the new state."""
+        """h: [B, T, d] (after norm1). Returns out [B, T, d] and the new state.
+
+        ``kernel="fused_step"`` (CUDA, T=1, see ``can_fuse_step``) updates ``state`` in place."""
         cfg = self.cfg
         B, T, _ = h.shape
-        q, k, v, g_out = self._projections(h)
+        if kernel == "fused_step":
+            if T == 1 and self.can_fuse_step():
+                return self._fused_step(h, state)
+            kernel = "naive" if T == 1 else None
+        q, k, v, g_out, gk = self._projections(h)
         if cfg.short_conv:
             q, cq = causal_conv(q, state.conv_q, self.q_conv1d)
             k, ck = causal_conv(k, state.conv_k, self.k_conv1d)
             v, cv = causal_conv(v, state.conv_v, self.v_conv1d)
         else:
             cq = ck = cv = None
-        g = F.logsigmoid(self.gk_proj(h).float()) / GATE_LOGIT_NORMALIZER
+        g = F.logsigmoid(gk) / GATE_LOGIT_NORMALIZER
         H = cfg.heads
         o, S = gla(
             q.view(B, T, H, cfg.head_k),

@@ -30,6 +30,16 @@ def fla_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    """Whether Triton can be imported (it ships with CUDA builds of torch, not CPU ones)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
 def naive_gla(q, k, v, g, initial_state, scale: float):
     """Reference recurrence in float32.
 
@@ -42,7 +52,9 @@ def naive_gla(q, k, v, g, initial_state, scale: float):
     outs = []
     for t in range(q.shape[1]):
         state = state * decay[:, t, :, :, None] + k[:, t, :, :, None] * v[:, t, :, None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, state))
+        # read-out as multiply + sum (not a matmul): compiled, it fuses with the state update
+        # into one pass over the state
+        outs.append((q[:, t, :, :, None] * scale * state).sum(-2))
     return torch.stack(outs, dim=1), state
 
 

@@ -16,8 +16,10 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        b = None if self.bias is None else self.bias.to(w.dtype)
-        return F.linear(x.to(w.dtype), w, b).to(x.dtype)
+        y = F.linear(x.to(w.dtype), w)
+        if self.bias is not None:  # added in the bias's dtype (float32), where it fuses with what follows
+            y = y + self.bias
+        return y.to(x.dtype)
 
 
 class LayerNorm(nn.LayerNorm):

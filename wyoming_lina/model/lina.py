@@ -29,10 +29,20 @@ class AttentiveRNN(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: TextContext, state: LinaState, kernel: str | None = None):
         """x: [B, T, d] embedded audio tokens -> hidden [B, T, d] and the new state."""
-        n = len(self.encoder)
+        x, state = self.encode(x, state, kernel)
+        return self.attend_and_decode(x, ctx, state, kernel)
+
+    def encode(self, x: torch.Tensor, state: LinaState, kernel: str | None = None):
+        """The encoder blocks: they see only audio (no text), so a voice prompt's pass is reusable."""
         new = list(state.layers)
         for i, block in enumerate(self.encoder):
             x, new[i] = block(x, state.layers[i], kernel)
+        return x, LinaState(new)
+
+    def attend_and_decode(self, x: torch.Tensor, ctx: TextContext, state: LinaState, kernel: str | None = None):
+        """Cross-attention to the text, then the decoder blocks."""
+        n = len(self.encoder)
+        new = list(state.layers)
         c, new[2 * n] = self.cross_att(x, ctx, state.layers[2 * n], kernel)
         x = x + c
         for i, block in enumerate(self.decoder):
@@ -100,6 +110,18 @@ class LinaModel(nn.Module):
         x = F.embedding(audio_ids, self.rvq_embed.weight[0]).float()
         hidden, state = self.attentive_rnn(x, ctx, state, kernel)
         return self.logits(hidden), state
+
+    def encode_audio(self, audio_ids: torch.Tensor, state: LinaState, kernel: str | None = None):
+        """The text-independent half of ``forward_audio``: audio_ids [B, T] -> encoder output
+        [B, T, d] and the state with the encoder layers advanced. A prompt voice's result serves
+        every text it is used with (``prefill_from_encoded``)."""
+        x = F.embedding(audio_ids, self.rvq_embed.weight[0]).float()
+        return self.attentive_rnn.encode(x, state, kernel)
+
+    def prefill_from_encoded(self, ctx: TextContext, encoded: torch.Tensor, state: LinaState, kernel: str | None = None):
+        """The rest of a prompt prefill: the state after the prompt (no logits are computed)."""
+        _, state = self.attentive_rnn.attend_and_decode(encoded, ctx, state, kernel)
+        return state
 
     def step(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState, kernel: str | None = None):
         """One frame for every row: tokens [B] -> logits [B, V], new state."""
