@@ -20,6 +20,8 @@ CONFIGS = [
     StreamingConfig(first_window=4, window=10, hop=3, lookahead=2, crossfade=1),
     StreamingConfig(first_window=6, window=9, hop=5, lookahead=4, crossfade=0),
     StreamingConfig(first_window=3, window=4, hop=2, lookahead=2, crossfade=2),
+    StreamingConfig(first_window=5, window=16, hop=2, lookahead=2, crossfade=1, max_hop=9),
+    StreamingConfig(max_hop=96),
 ]
 
 
@@ -48,7 +50,7 @@ def run(codes: torch.Tensor, config: StreamingConfig, push: int) -> tuple[np.nda
     return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), windows
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.first_window}-{c.window}-{c.hop}-{c.lookahead}-{c.crossfade}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.first_window}-{c.window}-{c.hop}-{c.lookahead}-{c.crossfade}-{c.max_hop}")
 @pytest.mark.parametrize("push", [1, 7, 10_000])
 def test_local_decoder_is_reproduced_exactly(config, push):
     """With a local decoder every window agrees, so any misplaced sample shows as a difference."""
@@ -77,6 +79,35 @@ def test_windows_follow_the_grid_and_share_sizes():
     assert decode_cost(1000, cfg) > 1
 
 
+def test_hops_double_up_to_max_hop_and_cut_the_decode_work():
+    cfg = StreamingConfig(first_window=36, window=300, hop=24, lookahead=12, crossfade=2, max_hop=96)
+    spans = stream_schedule(3000, cfg)
+    ends = [e for _, e, _, _ in spans[:-1]]
+    assert ends[:6] == [36, 60, 108, 204, 300, 396]  # +24, +48, +96, +96, ...
+    assert all(b - a == 96 for a, b in zip(ends[2:], ends[3:]))
+    constant = StreamingConfig(first_window=36, window=300, hop=24, lookahead=12, crossfade=2)
+    assert decode_cost(3000, cfg) < 0.4 * decode_cost(3000, constant)
+
+
+def first_underrun(config: StreamingConfig, speed: float, num_codes: int = 3000) -> int | None:
+    """Codes arrive at ``speed`` x real time and audio plays from its first chunk on: the first
+    window (index) that became ready after playback had run out of audio, or None."""
+    spans = stream_schedule(num_codes, config)
+    playback_start = spans[0][1] / speed
+    for index, (_, end, emit_start, _) in enumerate(spans[1:-1], start=1):
+        ready = end / speed
+        if ready > playback_start + emit_start + 1e-9:  # emit_start frames were played by then
+            return index
+    return None
+
+
+def test_no_underrun_at_the_speed_each_geometry_needs():
+    assert first_underrun(StreamingConfig(), speed=1.0) is None  # constant hops: real time suffices
+    doubling = StreamingConfig(max_hop=96)
+    assert first_underrun(doubling, speed=2.0) is None  # doubling hops: 2x real time (a GPU)
+    assert first_underrun(doubling, speed=1.0) is not None  # ... which a CPU may not reach
+
+
 def test_first_audio_after_first_window_codes():
     cfg = StreamingConfig()
     stream = CodecStream(cfg, HOP)
@@ -100,7 +131,8 @@ def test_misuse_is_refused():
     assert stream.next_window(final=True) is not None
     with pytest.raises(RuntimeError, match="final"):
         stream.push(1)
-    for bad in [dict(crossfade=9, lookahead=8), dict(first_window=8, lookahead=8), dict(window=20), dict(hop=0)]:
+    for bad in [dict(crossfade=9, lookahead=8), dict(first_window=8, lookahead=8), dict(window=20), dict(hop=0),
+                dict(max_hop=12), dict(max_hop=295)]:
         with pytest.raises(ValueError):
             StreamingConfig(**bad)
 

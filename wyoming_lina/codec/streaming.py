@@ -5,11 +5,12 @@ finite window reproduces a full decode exactly. A stream decodes overlapping win
 codes and keeps, from each, only frames that have enough context on both sides:
 
     frames:   0 ............................................. n (codes so far)
-    window k:           [s_k ........................ e_k)       e_k = first_window + k*hop
+    window k:           [s_k ........................ e_k)       e_k = e_{k-1} + hop_{k-1}, e_0 = first_window
     emitted by k:                    [e_{k-1}-L ... e_k-L)          L = lookahead
     blended:                         [e_{k-1}-L, e_{k-1}-L+C)       C = crossfade
 
-* Window ends sit on a fixed grid, so the window is ready as soon as the stream holds
+* Window ends sit on a fixed grid (hops of ``hop`` frames, or doubling from ``hop`` up to
+  ``max_hop``), so the window is ready as soon as the stream holds
   ``e_k`` codes, and its size is ``min(e_k, window)``: after the first few windows every
   window of every stream has the same size and they are decoded as one batch
   (``WavTokenizer.decode_windows`` groups equal sizes).
@@ -44,6 +45,10 @@ class StreamingConfig:
     hop: int = 24  # new frames per steady window; <= first_window - lookahead: no underrun at 1x real time
     lookahead: int = 12  # frames decoded after the last emitted frame (right context); includes the crossfade
     crossfade: int = 2  # frames blended between consecutive windows (keep <= lookahead / 2)
+    # hops double after each window, from ``hop`` up to this (None: every hop is ``hop``). Fewer,
+    # longer steps cut the decode work (~window / max_hop per frame instead of window / hop);
+    # no underrun needs generation at >= 2x real time (a GPU; not a CPU).
+    max_hop: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,10 +62,22 @@ class StreamingConfig:
             problems.append(f"first_window {self.first_window} must exceed lookahead {self.lookahead}")
         if self.window < self.first_window:
             problems.append(f"window {self.window} < first_window {self.first_window}")
-        if self.window < self.hop + self.lookahead:
-            problems.append(f"window {self.window} < hop + lookahead {self.hop + self.lookahead}")
+        if self.max_hop is not None and self.max_hop < self.hop:
+            problems.append(f"max_hop {self.max_hop} < hop {self.hop}")
+        if self.window < self.largest_hop + self.lookahead:
+            problems.append(f"window {self.window} < hop + lookahead {self.largest_hop + self.lookahead}")
         if problems:
             raise ValueError("invalid StreamingConfig: " + "; ".join(problems))
+
+    @property
+    def largest_hop(self) -> int:
+        return self.hop if self.max_hop is None else self.max_hop
+
+    def hop_after(self, index: int) -> int:
+        """Frames between the end of window ``index`` and the end of the next one."""
+        if self.max_hop is None:
+            return self.hop
+        return min(self.max_hop, self.hop << min(index, 30))
 
     def lookahead_ms(self, frame_rate: float = 75.0) -> float:
         return 1000.0 * self.lookahead / frame_rate
@@ -102,6 +119,7 @@ class CodecStream:
         self._final = False
         self._scheduled = 0  # windows handed out
         self._scheduled_end = 0  # emit_end of the last window handed out
+        self._next_end = self.config.first_window  # grid end of the next window
         self._closed = False  # the final window was handed out
         self._taken = 0  # windows taken
         self._tail: np.ndarray | None = None  # crossfade samples from the last taken window
@@ -139,7 +157,7 @@ class CodecStream:
         if self._closed:
             return None
         cfg, n, k = self.config, self._n, self._scheduled
-        end = cfg.first_window + k * cfg.hop  # grid end of window k
+        end = self._next_end  # grid end of window k
         if self._final:
             if n == self._scheduled_end:  # nothing left (no codes at all, or lookahead 0)
                 self._closed = True
@@ -152,6 +170,7 @@ class CodecStream:
 
     def _make(self, index: int, start: int, end: int, emit_end: int, final: bool) -> Window:
         window = Window(index, self._codes(start, end), start, self._scheduled_end, emit_end, final)
+        self._next_end += self.config.hop_after(index)
         self._scheduled += 1
         self._scheduled_end = emit_end
         self._closed = final
