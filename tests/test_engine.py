@@ -214,12 +214,44 @@ async def test_graph_buffers_give_the_same_tokens_as_the_plain_step(model, codec
 
 
 def test_engine_options_per_device():
+    from wyoming_lina.engine import streaming_config_for
     from wyoming_lina.engine.loop import engine_options
+    from wyoming_lina.model.kernels import triton_available
 
     cuda = engine_options("cuda")
-    assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1
+    assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1 and cuda["pad_prefill"]
+    assert cuda["graphs"].kernel == ("fused_step" if triton_available() else "naive")
     assert engine_options("cuda", compile=False)["graphs"].compile is False
     assert engine_options("cpu") == {"graphs": None, "decode_interval": 1}
+    assert streaming_config_for("cuda:0").max_hop == 144  # GPU: doubling hops, fewer decodes
+    assert streaming_config_for("cpu").max_hop is None  # CPU: constant hops, no underrun at 1x
+
+
+def test_prefill_batches_pad_to_powers_of_two():
+    from wyoming_lina.engine.loop import padded_batch
+
+    assert [padded_batch(n) for n in (1, 2, 3, 4, 5, 8, 9, 16)] == [1, 2, 4, 4, 8, 8, 16, 16]
+
+
+async def test_padded_prefill_gives_each_row_its_own_result(model, codec, vec):
+    """Three prompt requests prefill as a padded batch of four: each generates what it would alone."""
+    prompt = vec["prompt_codes"][0, :6]
+    jobs = [
+        GenerationJob(t, max_frames=12, sampling=SamplingOptions(top_k=20, seed=i), prompt_codes=prompt)
+        for i, t in enumerate(texts(vec)[:3])
+    ]
+    alone = []
+    for job in jobs:
+        engine = Engine(model, StreamingDecoder(codec))
+        handle = engine.submit(job)
+        await run_all(engine, [handle])
+        alone.append(handle.stats.tokens)
+    padded = Engine(model, StreamingDecoder(codec), pad_prefill=True)
+    assert padded.warm_prefill(prompt_frames=4) == [1, 2, 4, 8, 16]  # max_admit_per_step = 16
+    handles = [padded.submit(job) for job in jobs]
+    await run_all(padded, handles)
+    assert [h.stats.tokens for h in handles] == alone
+    assert Engine(model, StreamingDecoder(codec)).warm_prefill() == []  # CPU default: no padding
 
 
 async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monkeypatch):
@@ -244,3 +276,32 @@ async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monke
     assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2])  # oldest finish
     assert all(isinstance(r, OverloadedError) for r in results[2:])  # newest fail, clearly
     assert engine.max_batch == 2 and len(engine.batch) == 0
+
+
+async def test_voice_prompt_encoder_pass_is_cached_and_reused(model, codec, vec):
+    """The text-independent encoder pass over a voice prompt runs once per voice; a request that
+    reuses it generates exactly what it generates on a fresh engine."""
+    prompt = vec["prompt_codes"][0, :8]
+    job = GenerationJob(texts(vec)[1], max_frames=10, sampling=SamplingOptions(top_k=20, seed=3), prompt_codes=prompt)
+    fresh = Engine(model, StreamingDecoder(codec))
+    handle = fresh.submit(job)
+    await run_all(fresh, [handle])
+    engine = Engine(model, StreamingDecoder(codec))
+    other_text = GenerationJob(texts(vec)[0], max_frames=4, sampling=GREEDY, prompt_codes=prompt)
+    await run_all(engine, [engine.submit(other_text)])
+    assert len(engine._prompt_cache) == 1
+    again = engine.submit(job)  # same voice prompt, another text: served from the cache
+    await run_all(engine, [again])
+    assert len(engine._prompt_cache) == 1 and again.stats.tokens == handle.stats.tokens
+
+
+def test_split_prefill_equals_the_parallel_pass(model, vec):
+    text = vec["text_ids"]
+    audio = vec["audio_in"][:, :12]
+    ctx = model.encode_text(text)
+    _, whole = model.forward_audio(ctx, audio, model.init_state(1))
+    encoded, state = model.encode_audio(audio, model.init_state(1))
+    split = model.prefill_from_encoded(ctx, encoded, state)
+    for a, b in zip(whole.layers, split.layers):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)

@@ -1,8 +1,8 @@
 """Batched generation: all GPU work at serving time goes through here."""
 
-from .decoding import StreamingDecoder
+from .decoding import StreamingDecoder, streaming_config_for
 from .job import GenerationJob, JobHandle, JobStats
 from .loop import Engine
 from .sampling import SamplingOptions, sample_tokens
 
-__all__ = ["Engine", "GenerationJob", "JobHandle", "JobStats", "SamplingOptions", "StreamingDecoder", "sample_tokens"]
+__all__ = ["Engine", "GenerationJob", "JobHandle", "JobStats", "SamplingOptions", "StreamingDecoder", "sample_tokens", "streaming_config_for"]

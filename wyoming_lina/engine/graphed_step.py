@@ -38,7 +38,9 @@ class GraphConfig:
     batch_buckets: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     text_buckets: tuple[int, ...] = (64, 128, 256, 512)
     top_k_buckets: tuple[int, ...] = (128, 1024)
-    kernel: str = "naive"  # GLA at T=1 as plain tensor ops (fuses well, captures cleanly)
+    # GLA at T=1: "naive" = plain tensor ops (compiles and captures anywhere); "fused_step" =
+    # one Triton kernel per layer updating the state in place (CUDA, see model/triton_step.py)
+    kernel: str = "naive"
     capture: bool = True  # False: run the same code eagerly (CPU)
     compile: bool = False  # fuse the step with torch.compile before capturing (slow first capture)
 
@@ -110,7 +112,7 @@ class GraphedStep:
         b = self._buffers
         ctx = TextContext(b["keys"][:B, :N], b["values"][:B, :N], b["positions"][:B, :N], b["mask"][:B, :N])
         state = LinaState([GLAState(*(None if t is None else t[:B] for t in layer)) for layer in b["state"]])
-        tokens, new = self._compute(
+        self._compute(
             ctx,
             state,
             b["next_tokens"][:B],
@@ -121,17 +123,21 @@ class GraphedStep:
             b["counters"][:B],
             K,
         )
-        for layer_buf, layer in zip(state.layers, new.layers):
-            for buf, t in zip(layer_buf, layer):
-                if buf is not None:
-                    buf.copy_(t)
-        b["next_tokens"][:B].copy_(tokens)
-        b["counters"][:B].add_(1)
 
-    def _compute_step(self, ctx, state, tokens, top_k, top_p, temperature, seeds, counters, K: int):
-        """The pure part of a step (what torch.compile fuses): model step and sampling."""
+    def _compute_step(self, ctx, state, tokens, top_k, top_p, temperature, seeds, counters, K: int) -> None:
+        """Model step + sampling, writing the new state, tokens and counters in place.
+
+        This is what torch.compile fuses: with the writes inside the compiled function, each new
+        state is stored straight into its buffer by the kernel that computes it (no extra copy
+        pass over the [B, H, dk, dv] states, which dominate memory traffic at large batch)."""
         logits, new = self.model.step(ctx, tokens, state, kernel=self.config.kernel)
-        return sample_tokens(logits, top_k, top_p, temperature, seeds, counters, K), new
+        sampled = sample_tokens(logits, top_k, top_p, temperature, seeds, counters, K)
+        for old_layer, new_layer in zip(state.layers, new.layers):
+            for buf, t in zip(old_layer, new_layer):
+                if buf is not None and t is not buf:  # the fused kernel updates in place
+                    buf.copy_(t)
+        tokens.copy_(sampled)
+        counters.add_(1)
 
     def _capture(self, key: tuple[int, int, int]) -> torch.cuda.CUDAGraph:
         B, N, K = key

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import DeadlineExceededError, OverloadedError, SynthesisError, UnsupportedTextError
 from ..model import BOS, EOS, N_SPECIAL_AUDIO, LinaModel, LinaState
+from ..model.kernels import triton_available
 from .batch import ActiveBatch, Row
 from .decoding import StreamingDecoder
 from .graphed_step import GraphConfig, GraphedStep
@@ -33,11 +34,20 @@ def _prompt_length(job: GenerationJob) -> int:
 
 
 def engine_options(device_type: str, *, compile: bool = True) -> dict:
-    """How the loop runs on this device: CUDA replays graphed steps and batches codec decodes
-    over 8 steps (107 ms of audio); the CPU runs the plain step and decodes every step."""
+    """How the loop runs on this device: CUDA replays graphed steps (one Triton kernel per GLA
+    layer), batches codec decodes over 16 steps (213 ms of audio; a row's first audio is decoded
+    as soon as it is ready) and pads prefill batches; the CPU runs the plain step and decodes
+    every step."""
     if device_type == "cuda":
-        return {"graphs": GraphConfig(compile=compile), "decode_interval": 8}
+        kernel = "fused_step" if triton_available() else "naive"
+        return {"graphs": GraphConfig(compile=compile, kernel=kernel), "decode_interval": 16, "pad_prefill": True}
     return {"graphs": None, "decode_interval": 1}
+
+
+def padded_batch(n: int) -> int:
+    """Prefill batch size for n prompts: the next power of two. FLA's chunked kernels autotune
+    once per batch size (seconds each); a few sizes can all be tuned at start-up."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 class Engine:
@@ -58,6 +68,7 @@ class Engine:
         max_admit_per_step: int = 16,
         graphs: GraphConfig | None = None,
         decode_interval: int = 1,
+        pad_prefill: bool = False,
     ):
         self.model = model
         self.decoder = decoder
@@ -74,6 +85,10 @@ class Engine:
         self._stopping = False
         self.steps = 0
         self.decode_interval = decode_interval  # batch streaming decodes over this many steps
+        self.pad_prefill = pad_prefill  # prefill batches padded to powers of two (see padded_batch)
+        # encoder half of each voice prompt's prefill (text-independent), most recent last
+        self._prompt_cache: collections.OrderedDict[tuple[int, int], tuple] = collections.OrderedDict()
+        self.prompt_cache_size = 32
         self.graphed = GraphedStep(model, graphs) if graphs is not None else None
         self._inflight = None  # graphed: (rows, host tokens, event) of the step still to process
         if self.graphed is not None:
@@ -129,6 +144,26 @@ class Engine:
         for n in text_lengths:
             self.graphed.warm(self.graphed.config.batch_buckets, n, top_k)
         return self.graphed.graph_count - before
+
+    @torch.inference_mode()
+    def warm_prefill(self, prompt_frames: int = 75) -> list[int]:
+        """Run a prompt prefill at every padded batch size the loop can use, so kernel
+        autotuning happens now and not in a client's first request. Call while the loop is
+        idle (start-up). Returns the batch sizes warmed."""
+        if not self.pad_prefill:
+            return []
+        sizes, n = [], 1
+        while n <= padded_batch(self.max_admit_per_step):
+            sizes.append(n)
+            n *= 2
+        text = torch.full((1, 8), 3, dtype=torch.long, device=self.device)
+        audio = torch.full((1, prompt_frames), BOS, dtype=torch.long, device=self.device)
+        for size in sizes:
+            ctx = self.model.encode_text(text.expand(size, -1))
+            self.model.forward_audio(ctx, audio.expand(size, -1), self.model.init_state(size))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return sizes
 
     @property
     def load(self) -> tuple[int, int]:
@@ -261,10 +296,18 @@ class Engine:
         state = LinaState.cat([model.init_state(1, job.initial_state) for job in jobs])
         next_tokens = torch.full((len(jobs),), BOS, dtype=torch.long, device=dev)
         if _prompt_length(jobs[0]):
-            prompts = torch.stack([job.prompt_codes.long() for job in jobs]).to(dev) + N_SPECIAL_AUDIO
-            inputs = torch.cat([torch.full_like(prompts[:, :1], BOS), prompts[:, :-1]], dim=1)
-            _, state = model.forward_audio(ctx, inputs, state)
-            next_tokens = prompts[:, -1]
+            encoded, states = zip(*(self._encoded_prompt(job) for job in jobs))
+            encoded, state = torch.cat(encoded), LinaState.cat(list(states))
+            n = len(jobs)
+            size = padded_batch(n) if self.pad_prefill else n
+            if size == n:
+                state = model.prefill_from_encoded(ctx, encoded, state)
+            else:  # padding rows repeat the last one; their results are dropped
+                rows = list(range(n)) + [n - 1] * (size - n)
+                state = model.prefill_from_encoded(ctx.select(rows), encoded[rows], state.select(rows))
+                state = state.select(slice(0, n))
+            last = torch.stack([job.prompt_codes[-1] for job in jobs]).long()
+            next_tokens = last.to(dev) + N_SPECIAL_AUDIO
         seeds = [j.sampling.seed if j.sampling.seed is not None else random.getrandbits(62) for j in jobs]
         return ActiveBatch(
             rows=[Row(handle=h, seed=seed, decoder=self.decoder.open()) for h, seed in zip(handles, seeds)],
@@ -277,6 +320,23 @@ class Engine:
             temperature=torch.tensor([j.sampling.temperature for j in jobs], device=dev),
             seeds=torch.tensor(seeds, dtype=torch.long, device=dev),
         )
+
+    def _encoded_prompt(self, job: GenerationJob) -> tuple[torch.Tensor, LinaState]:
+        """The encoder pass over a voice prompt ([BOS, codes[:-1]]): it does not depend on the
+        text, so it is computed once per voice (prompt tensor and initial state, by identity;
+        voices are immutable and the cache holds them) and reused by every request."""
+        key = (id(job.prompt_codes), id(job.initial_state))
+        hit = self._prompt_cache.get(key)
+        if hit is not None:
+            self._prompt_cache.move_to_end(key)
+            return hit[2], hit[3]
+        codes = job.prompt_codes.long().to(self.device) + N_SPECIAL_AUDIO
+        inputs = torch.cat([torch.full_like(codes[:1], BOS), codes[:-1]])[None]
+        encoded, state = self.model.encode_audio(inputs, self.model.init_state(1, job.initial_state))
+        self._prompt_cache[key] = (job.prompt_codes, job.initial_state, encoded, state)
+        while len(self._prompt_cache) > self.prompt_cache_size:
+            self._prompt_cache.popitem(last=False)
+        return encoded, state
 
     def _step(self) -> None:
         b = self.batch

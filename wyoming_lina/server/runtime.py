@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..codec import WavTokenizer, load_codec
-from ..engine import Engine, StreamingDecoder
+from ..engine import Engine, StreamingDecoder, streaming_config_for
 from ..engine.synthesizer import Synthesizer
 from ..errors import CheckpointError
 from ..model import LinaModel, load_lina
@@ -89,7 +89,7 @@ def load_runtime(files: ModelFiles, device: str, dtype: str, *, max_batch: int =
             f"{codec.config.codebook_size}: these files do not belong together"
         )
     tokenizer = LinaTokenizer(files.tokenizer)
-    engine = Engine.create(model, StreamingDecoder(codec), max_batch=max_batch)
+    engine = Engine.create(model, StreamingDecoder(codec, streaming_config_for(device)), max_batch=max_batch)
     _LOGGER.info("loaded the model and codec on %s (%s) in %.1f s", device, dtype, time.monotonic() - started)
     return Runtime(model, codec, tokenizer, engine, device, dtype)
 
@@ -101,8 +101,10 @@ async def warm_up(synthesizer: Synthesizer, voice: str | None = None, text: str 
     async for chunk in synthesizer.synthesize(text, voice):
         samples += len(chunk)
     graphs = synthesizer.engine.warm_graphs()
+    prefills = synthesizer.engine.warm_prefill()
     elapsed = time.monotonic() - started
     _LOGGER.info(
-        "warm-up: %.2f s of audio, %d step graphs captured, in %.2f s", samples / synthesizer.sample_rate, graphs, elapsed
-    )
+        "warm-up: %.2f s of audio, %d step graphs captured, prefill tuned for batches %s, in %.2f s",
+        samples / synthesizer.sample_rate, graphs, prefills or "-", elapsed,
+    )  # fmt: skip
     return elapsed
