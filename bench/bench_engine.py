@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import time
@@ -26,9 +27,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from codec_models import move, random_codec  # noqa: E402
 from full_size import random_full_size_lina  # noqa: E402
 
-from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder  # noqa: E402
+from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder, streaming_config_for  # noqa: E402
 from wyoming_lina.engine.batch import ActiveBatch  # noqa: E402
 from wyoming_lina.engine.graphed_step import GraphConfig, GraphedStep  # noqa: E402
+from wyoming_lina.engine.loop import engine_options  # noqa: E402
 from wyoming_lina.engine.sampling import sample_tokens  # noqa: E402
 from wyoming_lina.model import BOS, InitialState, cast_weights  # noqa: E402
 from wyoming_lina.text import LinaTokenizer  # noqa: E402
@@ -72,8 +74,9 @@ def step_latency(model, sizes, iters) -> list[str]:
         "| batch | eager step (ms) | CUDA-graph step (ms) | compiled + CUDA-graph step (ms) | speed-up vs eager |",
         "|---|---|---|---|---|",
     ]
-    graphed = GraphedStep(model, GraphConfig())
-    compiled = GraphedStep(model, GraphConfig(compile=True))
+    served = engine_options("cuda")["graphs"]  # what the server runs (fused_step kernel, compiled)
+    graphed = GraphedStep(model, GraphConfig(kernel=served.kernel))
+    compiled = GraphedStep(model, served)
     for B in sizes:
         batch = make_batch(model, B, 80)
 
@@ -132,12 +135,12 @@ def prefill_time(model, prompt_frames: int) -> str:
 
 
 def build_engine(model, codec, graphs: bool) -> Engine:
-    engine = Engine(
-        model,
-        StreamingDecoder(codec),
-        graphs=GraphConfig(compile=True) if graphs else None,
-        decode_interval=8 if graphs else 1,
-    )
+    """graphs=True: the engine exactly as the server builds it on CUDA; False: the naive baseline
+    (plain eager step, decode every step, constant-hop streaming windows)."""
+    if graphs:
+        engine = Engine(model, StreamingDecoder(codec, streaming_config_for("cuda")), **engine_options("cuda"))
+    else:
+        engine = Engine(model, StreamingDecoder(codec), graphs=None, decode_interval=1)
     engine.start()
     return engine
 
@@ -181,10 +184,12 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> l
             return GenerationJob(prompt_ids, max_frames=frames, sampling=s, prompt_codes=prompt)
         return GenerationJob(text_ids, max_frames=frames, sampling=s, initial_state=state)
 
-    # warm-up (binds buffers, captures the common graphs)
+    # warm-up as the server does it (binds buffers, captures the graphs, tunes the prefill)
     await run_jobs(engine, [job("prompt", 60, 0), job("state", 60, 1)])
     engine.warm_graphs((len(text_ids), len(prompt_ids)), sampling.top_k)
+    engine.warm_prefill()
     await run_jobs(engine, [job("state", 60, i) for i in range(8)])
+    gc.freeze()  # as `serve` does after its warm-up: long-lived objects out of every GC pass
 
     label = "CUDA graphs" if graphs else "eager baseline"
     rows = [f"| engine ({label}) | voice | concurrency | TTFA p50 (ms) | TTFA p95 (ms) |", "|---|---|---|---|---|"]
@@ -196,6 +201,8 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> l
                 ttfa, _, _ = await run_jobs(engine, [job(voice, 60, 100 * r + i) for i in range(conc)])
                 lat += ttfa
             rows.append(f"| {label} | {voice} | {conc} | {pct(lat, 0.5):.0f} | {pct(lat, 0.95):.0f} |")
+    if graphs:
+        rows += [""] + await server_table(engine, tokenizer, prompt, prompt_text, state, rounds)
 
     rows += ["", f"| engine ({label}) | streams | audio s | wall s | real-time factor | x real time | peak GPU GiB |", "|---|---|---|---|---|---|---|"]
     frames = 300 if quick else 600
@@ -207,6 +214,82 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> l
             f"| {label} | {streams} | {audio_s:.1f} | {wall:.2f} | {wall / audio_s:.4f} | {audio_s / wall:.0f} | {peak:.2f} |"
         )
     engine.stop()
+    return rows
+
+
+async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: int) -> list[str]:
+    """TTFA through the real Wyoming handler on loopback TCP: the server runs in its own thread
+    and event loop (as in ``serve``), the client is wyoming's ``AsyncTcpClient``; the clock runs
+    from writing ``synthesize`` to reading the first ``audio-chunk``."""
+    import socket
+    import threading
+    from functools import partial
+
+    from wyoming.client import AsyncTcpClient
+    from wyoming.server import AsyncServer
+    from wyoming.tts import Synthesize, SynthesizeVoice
+
+    from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
+    from wyoming_lina.server.handler import ConnectionCounter, HandlerSettings, LinaEventHandler, RequestTracker
+    from wyoming_lina.server.info import InfoBuilder
+    from wyoming_lina.voices.voice import Voice
+
+    voices = {
+        "prompt": Voice("prompt", prompt_codes=prompt, prompt_text=prompt_text),
+        "state": Voice("state", initial_state=state),
+    }
+
+    class Voices:
+        def get(self, name):
+            return voices[name]
+
+        def list(self):
+            return [v.info for v in voices.values()]
+
+    settings = SynthesisSettings(default_voice="state", max_frames=60, sampling=SamplingOptions(top_k=100, seed=1))
+    synthesizer = Synthesizer(engine, tokenizer, Voices(), settings)
+    factory = partial(
+        LinaEventHandler,
+        info=InfoBuilder(Voices().list),
+        synthesizer=synthesizer,
+        settings=HandlerSettings(),
+        tracker=RequestTracker(),
+        connections=ConnectionCounter(),
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server_loop = asyncio.new_event_loop()
+    server = AsyncServer.from_uri(f"tcp://127.0.0.1:{port}")
+    threading.Thread(target=server_loop.run_forever, name="wyoming-server", daemon=True).start()
+    asyncio.run_coroutine_threadsafe(server.start(factory), server_loop).result(30)
+
+    async def one(voice: str) -> float:
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            t0 = time.monotonic()
+            await client.write_event(Synthesize(text=SENTENCE, voice=SynthesizeVoice(name=voice)).event())
+            first = None
+            while True:
+                event = await client.read_event()
+                if event is None or event.type == "error":
+                    raise RuntimeError(f"server answered {event}")
+                if event.type == "audio-chunk" and first is None:
+                    first = time.monotonic() - t0
+                if event.type == "audio-stop":
+                    return first
+
+    rows = ["| Wyoming server, loopback | voice | concurrency | TTFA p50 (ms) | TTFA p95 (ms) |", "|---|---|---|---|---|"]
+    try:
+        await one("state")
+        for voice in ("prompt", "state"):
+            for conc in (1, 8, 32):
+                lat = []
+                for _ in range(rounds):
+                    lat += await asyncio.gather(*(one(voice) for _ in range(conc)))
+                rows.append(f"| server | {voice} | {conc} | {pct(lat, 0.5):.0f} | {pct(lat, 0.95):.0f} |")
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), server_loop).result(30)
+        server_loop.call_soon_threadsafe(server_loop.stop)
     return rows
 
 
