@@ -158,9 +158,12 @@ class Engine:
             n *= 2
         text = torch.full((1, 8), 3, dtype=torch.long, device=self.device)
         audio = torch.full((1, prompt_frames), BOS, dtype=torch.long, device=self.device)
+        # as _prepare runs it: the encoder pass at batch 1 (then cached), the rest padded
+        encoded, state = self.model.encode_audio(audio, self.model.init_state(1))
         for size in sizes:
+            rows = [0] * size
             ctx = self.model.encode_text(text.expand(size, -1))
-            self.model.forward_audio(ctx, audio.expand(size, -1), self.model.init_state(size))
+            self.model.prefill_from_encoded(ctx, encoded[rows], state.select(rows))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return sizes
@@ -293,9 +296,10 @@ class Engine:
             text[i, : len(job.text_ids)] = torch.tensor(job.text_ids)
             mask[i, : len(job.text_ids)] = True
         ctx = model.encode_text(text.to(dev), mask.to(dev))
-        state = LinaState.cat([model.init_state(1, job.initial_state) for job in jobs])
-        next_tokens = torch.full((len(jobs),), BOS, dtype=torch.long, device=dev)
-        if _prompt_length(jobs[0]):
+        if not _prompt_length(jobs[0]):
+            state = LinaState.cat([model.init_state(1, job.initial_state) for job in jobs])
+            next_tokens = torch.full((len(jobs),), BOS, dtype=torch.long, device=dev)
+        else:  # the voice's cached encoder pass starts from its initial state
             encoded, states = zip(*(self._encoded_prompt(job) for job in jobs))
             encoded, state = torch.cat(encoded), LinaState.cat(list(states))
             n = len(jobs)
