@@ -59,3 +59,15 @@ def tokenizer(lina_dir):
     from wyoming_lina.text import LinaTokenizer
 
     return LinaTokenizer(lina_dir / "bpe256.json")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors: extra threads only add contention on a
+    busy test machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,13 +23,7 @@ from wyoming_lina.voices.files import CODES_FORMAT, codec_fingerprint, load_tens
 RATE = 24000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add contention on a busy test machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture
