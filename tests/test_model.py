@@ -301,6 +301,12 @@ def test_fused_projections_compute_the_same_and_keep_the_state_dict(lina_dir, ve
     keys = set(model.state_dict())
     model.fuse_projections()
     assert set(model.state_dict()) == keys  # the fused copy is not a checkpoint tensor
+    from wyoming_lina.model.layers import SwiGLU
+
+    mlps = [m for m in model.modules() if isinstance(m, SwiGLU)]
+    hidden = {m.p_out.weight.shape[1] for m in mlps}
+    assert mlps and all(m.padded_out.shape[1] % 64 == 0 for m in mlps)  # aligned GEMMs on the GPU
+    assert any(m.padded_out.shape[1] > m.p_out.weight.shape[1] for m in mlps), hidden  # padding exercised
     after = model.teacher_forced_logits(vec["text_ids"], vec["audio_in"])
     torch.testing.assert_close(after, before, atol=2e-5, rtol=0)
     ctx = model.encode_text(vec["text_ids"])
