@@ -196,3 +196,20 @@ def test_batched_windows_equal_windows_one_by_one(codec):
         assert sum(len(p) for p in pieces) == HOP * len(codes)
     # the two streams with identical lengths but different codes give different audio
     assert not np.allclose(np.concatenate(outputs[0]), np.concatenate(outputs[3]))
+
+
+@pytest.mark.parametrize("config", [StreamingConfig(), StreamingConfig(max_hop=144)], ids=["constant", "doubling"])
+def test_every_window_but_the_last_has_a_grid_size(config):
+    """The engine captures codec CUDA graphs for these sizes only; any other non-final size
+    would fall back to a slow eager decode in the steady state."""
+    from wyoming_lina.engine.codec_graphs import grid_window_sizes
+
+    sizes = grid_window_sizes(config)
+    assert sizes[-1] == config.window and sizes == sorted(set(sizes))
+    if config.max_hop == 144:
+        assert sizes == [36, 60, 108, 204, 300]
+    seen = set()
+    for n in (37, 59, 61, 200, 301, 700, 1234):
+        spans = stream_schedule(n, config)
+        seen.update(end - start for start, end, _, _ in spans[:-1])
+    assert seen <= set(sizes) and seen == set(sizes)

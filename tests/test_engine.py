@@ -213,6 +213,79 @@ async def test_graph_buffers_give_the_same_tokens_as_the_plain_step(model, codec
     assert [h.stats.tokens for h in first + late] == expected
 
 
+async def test_rows_of_different_state_voices_admitted_together_keep_their_own_state(model, codec, vec):
+    from wyoming_lina.model import InitialState
+
+    cfg = model.config.gla
+    gen = torch.Generator().manual_seed(3)
+
+    def voice():
+        return InitialState([torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, generator=gen) for _ in range(2 * model.config.n_layer)])
+
+    a, b = voice(), voice()
+    text = texts(vec)[0]
+    jobs = [GenerationJob(text, max_frames=12, sampling=GREEDY, initial_state=s) for s in (a, a, b, None, a)]
+    alone = []
+    for job in jobs:
+        engine = Engine(model, StreamingDecoder(codec))
+        handle = engine.submit(job)
+        await run_all(engine, [handle])
+        alone.append(handle.stats.tokens)
+    assert alone[0] != alone[2] != alone[3]  # the voices matter
+    engine = Engine(model, StreamingDecoder(codec))
+    handles = [engine.submit(job) for job in jobs]
+    await run_all(engine, handles)
+    assert [h.stats.tokens for h in handles] == alone
+
+
+class _LateEvent:
+    """A codec that finishes ``lag`` polls after its launch (stands in for a CUDA event)."""
+
+    def __init__(self, lag: int):
+        self.left = lag
+
+    def query(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+    def synchronize(self) -> None:
+        self.left = -1
+
+
+class _LaggingDecoder(StreamingDecoder):
+    def __init__(self, codec, lag: int):
+        super().__init__(codec)
+        self.lag = lag
+        self.launches = 0
+
+    def launch(self, jobs):
+        launched = super().launch(jobs)
+        launched.event = _LateEvent(self.lag)
+        self.launches += 1
+        return launched
+
+
+async def test_audio_and_ends_stay_in_order_while_the_codec_lags(model, codec, vec):
+    """On CUDA the codec runs on its own stream and its audio is handed out steps later: every
+    row must still get all its audio, in order, before it hears that it ended."""
+    from wyoming_lina.engine.graphed_step import GraphConfig
+
+    jobs = [GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i)) for i, (t, n) in enumerate(zip(texts(vec), (70, 9, 45)))]
+    plain = Engine(model, StreamingDecoder(codec))
+    expected = await run_all(plain, [plain.submit(job) for job in jobs])
+
+    lagging = _LaggingDecoder(codec, lag=7)
+    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
+    engine = Engine(model, lagging, graphs=graphs, decode_interval=5, pipeline_depth=3)
+    handles = [engine.submit(job) for job in jobs]
+    audio = await run_all(engine, handles)
+    assert lagging.launches >= 3
+    for got, want, handle in zip(audio, expected, handles):
+        assert handle.stats.frames * 320 == len(got) == len(want)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not engine._decodes and not engine._log and not engine.batch.rows
+
+
 def test_engine_options_per_device():
     from wyoming_lina.engine import streaming_config_for
     from wyoming_lina.engine.loop import engine_options
@@ -220,6 +293,7 @@ def test_engine_options_per_device():
 
     cuda = engine_options("cuda")
     assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1 and cuda["pad_prefill"]
+    assert cuda["pipeline_depth"] > 1
     assert cuda["graphs"].kernel == ("fused_step" if triton_available() else "naive")
     assert engine_options("cuda", compile=False)["graphs"].compile is False
     assert engine_options("cpu") == {"graphs": None, "decode_interval": 1}

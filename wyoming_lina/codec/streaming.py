@@ -30,6 +30,7 @@ exactly ``hop_length * T``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,9 +104,12 @@ class Window:
         return int(self.codes.shape[0])
 
 
+@functools.lru_cache(maxsize=8)
 def fade_in(n: int) -> np.ndarray:
-    """Raised-cosine ramp 0 -> 1 over n samples; fade_in + fade_in[::-1] == 1."""
-    return (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+    """Raised-cosine ramp 0 -> 1 over n samples; fade_in + fade_in[::-1] == 1 (read-only, cached)."""
+    ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)).astype(np.float32)
+    ramp.flags.writeable = False
+    return ramp
 
 
 class CodecStream:
@@ -183,7 +187,8 @@ class CodecStream:
         hop = self.hop_length
         if isinstance(audio, torch.Tensor):
             audio = audio.detach().float().cpu().numpy()
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.dtype != np.float32 or audio.ndim != 1:
+            audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.shape[0] != hop * window.size:
             raise ValueError(f"window of {window.size} frames needs {hop * window.size} samples, got {audio.shape[0]}")
         a, b = (window.emit_start - window.start) * hop, (window.emit_end - window.start) * hop

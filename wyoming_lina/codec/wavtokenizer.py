@@ -115,9 +115,13 @@ class WavTokenizer(nn.Module):
         return self.quantizer.decode(codes.to(self.device).long())
 
     @torch.inference_mode()
-    def decode(self, codes: torch.Tensor, bandwidth_id: int = 0) -> torch.Tensor:
-        """(B, T) codes -> (B, 320 T) float32 audio in the model's device; one bandwidth id per batch."""
-        self._check_codes(codes, bandwidth_id)
+    def decode(self, codes: torch.Tensor, bandwidth_id: int = 0, check: bool = True) -> torch.Tensor:
+        """(B, T) codes -> (B, 320 T) float32 audio in the model's device; one bandwidth id per batch.
+
+        ``check=False`` skips validating the codes (which reads them back to the host): for
+        codes the engine sampled itself, and inside CUDA-graph capture."""
+        if check:
+            self._check_codes(codes, bandwidth_id)
         features = self.codes_to_features(codes).to(self.backbone_dtype)
         return self.head(self.backbone(features, int(bandwidth_id)))
 

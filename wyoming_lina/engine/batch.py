@@ -18,11 +18,11 @@ from .job import JobHandle
 class Row:
     handle: JobHandle
     seed: int
-    decoder: object  # the row's streaming-decoder state (engine.decoding)
-    frames: int = 0  # new frames generated so far
-    pending: list[int] = field(default_factory=list)  # codes not yet handed to the decoder
-    audible: bool = False
-    ended: bool = False  # reached EOS or its frame limit  # some audio was delivered (until then, decode at every step)
+    decoder: object  # the row's codec stream (engine.decoding)
+    first_step: int = 0  # the engine step that samples this row's first token
+    end_step: int | None = None  # the step that sampled its last token (EOS or the frame limit)
+    frames: int = 0  # codes handed to its codec stream so far
+    ended: bool = False  # reached EOS or its frame limit (its audio may still be decoding)
 
 
 @dataclass
@@ -77,4 +77,9 @@ class ActiveBatch:
 
     @property
     def max_k(self) -> int:
-        return max(r.handle.job.sampling.top_k for r in self.rows)
+        """Largest top_k of the rows (asked every step: computed once per set of rows)."""
+        cached = self.__dict__.get("_max_k")
+        if cached is None or cached[0] is not self.rows:
+            cached = (self.rows, max(r.handle.job.sampling.top_k for r in self.rows))
+            self.__dict__["_max_k"] = cached
+        return cached[1]

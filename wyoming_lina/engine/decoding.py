@@ -1,18 +1,25 @@
 """Streaming codec decode for all active rows at once.
 
-Each row owns a ``CodecStream`` (window bookkeeping). After every generation step the
-engine asks every row for its ready windows, decodes them all in one batched codec call
-(equal window sizes share a batch) and hands each row the samples it may play.
+Each row owns a ``CodecStream`` (window bookkeeping). When the engine has new codes for
+rows it asks them for their ready windows (``windows``), and ``launch`` decodes them all
+in one batched call per window size. On CUDA that call runs on the decoder's own CUDA
+stream (replayed from CUDA graphs where the size allows, see ``codec_graphs.py``) and
+returns at once: the engine thread goes on launching LM steps while the codec works, and
+collects the audio when the returned ``LaunchedDecode`` is ready. On the CPU the decode
+happens inside ``launch``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from ..codec import CodecStream, StreamingConfig, WavTokenizer
+from ..codec.streaming import Window
+from .codec_graphs import CodecGraphs, grid_window_sizes
 
 
 def streaming_config_for(device: str) -> StreamingConfig:
@@ -24,10 +31,40 @@ def streaming_config_for(device: str) -> StreamingConfig:
     return StreamingConfig()
 
 
+@dataclass
+class LaunchedDecode:
+    """Windows on their way through the codec: ``ready()`` says whether their audio is on the
+    host; ``results()`` hands it out per row (call once, in launch order)."""
+
+    jobs: list[tuple[object, CodecStream, Window]]
+    audio: list  # per job: float32 host samples of its window (numpy views of pinned memory on CUDA)
+    event: torch.cuda.Event | None = None
+    keep_alive: list[torch.Tensor] = field(default_factory=list)  # host ends of the async copies
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+
+    def results(self) -> list[tuple[object, np.ndarray]]:
+        """(row, float32 samples to play) per row, its windows taken in order."""
+        self.wait()
+        out: dict[int, tuple[object, list[np.ndarray]]] = {}
+        for (row, stream, window), samples in zip(self.jobs, self.audio):
+            out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))
+        return [(row, np.concatenate(pieces)) for row, pieces in out.values()]
+
+
 class StreamingDecoder:
     def __init__(self, codec: WavTokenizer, config: StreamingConfig | None = None):
         self.codec = codec
         self.config = config or StreamingConfig()
+        self.stream: torch.cuda.Stream | None = None  # CUDA: the codec's own stream
+        self.graphs: CodecGraphs | None = None
+        if codec.device.type == "cuda":  # high priority: a first window decodes ahead of LM kernels
+            self.stream = torch.cuda.Stream(device=codec.device, priority=-5)
 
     @property
     def sample_rate(self) -> int:
@@ -36,21 +73,55 @@ class StreamingDecoder:
     def open(self) -> CodecStream:
         return self.codec.new_stream(self.config)
 
-    def push(self, stream: CodecStream, codes: list[int]) -> None:
-        stream.push(codes)
+    def capture_graphs(self, batch_buckets: tuple[int, ...] | None = None) -> int:
+        """CUDA: capture the decode of every grid window size at every batch bucket (start-up;
+        ~1 s). Returns the number of graphs (0 on the CPU)."""
+        if self.stream is None:
+            return 0
+        if self.graphs is None:
+            kwargs = {} if batch_buckets is None else {"batch_buckets": batch_buckets}
+            self.graphs = CodecGraphs(self.codec, self.stream, grid_window_sizes(self.config), **kwargs)
+        return self.graphs.capture_all()
 
-    def decode(self, rows: Iterable[tuple[object, bool]], stream_of: Callable[[object], CodecStream]):
-        """rows: (row, final) pairs. Yields (row, float32 samples) for rows with new audio."""
-        jobs = []  # (row, stream, window)
-        for row, final in rows:
-            stream = stream_of(row)
+    @staticmethod
+    def windows(rows: Iterable[tuple[object, CodecStream, bool]]) -> list[tuple[object, CodecStream, Window]]:
+        """(row, stream, final) -> every window those streams can decode now."""
+        jobs = []
+        for row, stream, final in rows:
             while (window := stream.next_window(final=final)) is not None:
                 jobs.append((row, stream, window))
-        if not jobs:
-            return
-        audio = self.codec.decode_windows([w for _, _, w in jobs])
-        out: dict[int, tuple[object, list[np.ndarray]]] = {}
-        for (row, stream, window), samples in zip(jobs, audio):
-            out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))
-        for row, pieces in out.values():
-            yield row, np.concatenate(pieces)
+        return jobs
+
+    @torch.inference_mode()
+    def launch(self, jobs: list[tuple[object, CodecStream, Window]]) -> LaunchedDecode:
+        """Decode the windows (equal sizes batched); on CUDA asynchronously on the codec stream."""
+        audio: list[torch.Tensor | None] = [None] * len(jobs)
+        by_size: dict[int, list[int]] = {}
+        for i, (_, _, window) in enumerate(jobs):
+            by_size.setdefault(window.size, []).append(i)
+        if self.stream is None:
+            for indices in by_size.values():
+                codes = torch.stack([jobs[i][2].codes for i in indices]).to(self.codec.device)
+                decoded = self.codec.decode(codes, check=False).float().cpu().numpy()
+                for k, i in enumerate(indices):
+                    audio[i] = decoded[k]
+            return LaunchedDecode(jobs, audio)  # type: ignore[arg-type]
+        keep = []
+        chunk = self.graphs.max_batch if self.graphs is not None else 64
+        with torch.cuda.stream(self.stream):
+            for indices in by_size.values():
+                for lo in range(0, len(indices), chunk):
+                    part = indices[lo : lo + chunk]
+                    codes = torch.stack([jobs[i][2].codes for i in part]).pin_memory()
+                    decoded = self.graphs.run(codes) if self.graphs is not None else None
+                    if decoded is None:
+                        decoded = self.codec.decode(codes.to(self.codec.device, non_blocking=True), check=False)
+                    host = torch.empty(decoded.shape, dtype=torch.float32, pin_memory=True)
+                    host.copy_(decoded, non_blocking=True)
+                    keep += [codes, host]
+                    rows = host.numpy()  # views, read once the event says the copy is done
+                    for k, i in enumerate(part):
+                        audio[i] = rows[k]
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return LaunchedDecode(jobs, audio, event, keep)  # type: ignore[arg-type]

@@ -50,6 +50,31 @@ class _Done:
     pass
 
 
+def deliver_all(chunks: list[tuple["JobHandle", np.ndarray]]) -> None:
+    """``handle.deliver(samples)`` for many handles with ONE wake-up per event loop: each
+    ``call_soon_threadsafe`` writes to the loop's self-pipe, and at hundreds of streams those
+    system calls cost more than the audio bookkeeping."""
+    now = time.monotonic()
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[JobHandle, np.ndarray]]] = {}
+    for handle, samples in chunks:
+        if handle.done:
+            continue
+        if handle.stats.first_audio is None:
+            handle.stats.first_audio = now
+        by_loop.setdefault(handle._loop, []).append((handle, samples))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_put_all, [(h._queue, samples) for h, samples in items])
+        except RuntimeError:  # the callers' event loop is closed: nobody is listening
+            for handle, _ in items:
+                handle.cancel()
+
+
+def _put_all(items) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
 class JobHandle:
     """Async iterator of float32 audio chunks (24 kHz mono) for one job."""
 
@@ -59,13 +84,13 @@ class JobHandle:
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self._cancelled = threading.Event()
+        self.on_cancel = None  # set by the engine: called (any thread) after cancel()
         self.done = False
 
     # --- engine thread side ------------------------------------------------------------
     def deliver(self, samples: np.ndarray) -> None:
-        if self.stats.first_audio is None:
-            self.stats.first_audio = time.monotonic()
-        self._put(samples)
+        """Queue audio for the caller (dropped if the job was cancelled or failed meanwhile)."""
+        deliver_all([(self, samples)])
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:
@@ -78,7 +103,7 @@ class JobHandle:
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
         except RuntimeError:  # the caller's event loop is closed: nobody is listening
-            self._cancelled.set()
+            self.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -88,6 +113,8 @@ class JobHandle:
     def cancel(self) -> None:
         """Ask the engine to drop this job before its next step."""
         self._cancelled.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     def __aiter__(self):
         return self

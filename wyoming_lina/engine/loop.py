@@ -1,8 +1,11 @@
 """The generation loop: one thread per device owns the model and the codec.
 
-Each iteration: drop cancelled or overdue rows -> admit waiting jobs (text encoding and ONE
-parallel prompt prefill each) -> one batched decode step for every active row -> sample ->
-stream newly decodable audio of all rows in one batched codec call -> retire finished rows.
+Each iteration: hand out decoded audio -> drop cancelled or overdue rows -> admit waiting
+jobs (text encoding and ONE parallel prompt prefill each) -> one batched decode step for
+every active row -> sample -> record the tokens (vectorised: per-row Python work only when
+a row ends, reaches its first audio, or every ``decode_interval`` steps) -> launch the newly
+decodable codec windows of all rows in one batched call (on CUDA on the codec's own stream,
+overlapping the next LM steps) -> retire finished rows once their last audio is out.
 Callers talk to it only through ``submit`` (thread-safe) and their ``JobHandle``.
 """
 
@@ -10,20 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
+import math
 import random
 import threading
 import time
 
+import numpy as np
 import torch
 
 from ..errors import DeadlineExceededError, OverloadedError, SynthesisError, UnsupportedTextError
 from ..model import BOS, EOS, N_SPECIAL_AUDIO, LinaModel, LinaState
 from ..model.kernels import triton_available
 from .batch import ActiveBatch, Row
-from .decoding import StreamingDecoder
+from .decoding import LaunchedDecode, StreamingDecoder
 from .graphed_step import GraphConfig, GraphedStep
-from .job import GenerationJob, JobHandle
+from .job import GenerationJob, JobHandle, deliver_all
 from .sampling import sample_tokens
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,12 +41,19 @@ def _prompt_length(job: GenerationJob) -> int:
 
 def engine_options(device_type: str, *, compile: bool = True) -> dict:
     """How the loop runs on this device: CUDA replays graphed steps (one Triton kernel per GLA
-    layer), batches codec decodes over 16 steps (213 ms of audio; a row's first audio is decoded
-    as soon as it is ready) and pads prefill batches; the CPU runs the plain step and decodes
-    every step."""
+    layer) with up to 4 steps queued ahead of the host's token processing, batches codec decodes
+    over 16 steps (213 ms of audio; a row's first audio is decoded as soon as it is ready), admits
+    up to 32 requests per iteration (one text-encoder pass and prefill for all) and pads prefill
+    batches; the CPU runs the plain step and decodes every step."""
     if device_type == "cuda":
         kernel = "fused_step" if triton_available() else "naive"
-        return {"graphs": GraphConfig(compile=compile, kernel=kernel), "decode_interval": 16, "pad_prefill": True}
+        return {
+            "graphs": GraphConfig(compile=compile, kernel=kernel),
+            "decode_interval": 16,
+            "pad_prefill": True,
+            "pipeline_depth": 4,
+            "max_admit_per_step": 32,
+        }
     return {"graphs": None, "decode_interval": 1}
 
 
@@ -69,6 +82,7 @@ class Engine:
         graphs: GraphConfig | None = None,
         decode_interval: int = 1,
         pad_prefill: bool = False,
+        pipeline_depth: int = 1,
     ):
         self.model = model
         self.decoder = decoder
@@ -90,18 +104,33 @@ class Engine:
         self._prompt_cache: collections.OrderedDict[tuple[int, int], tuple] = collections.OrderedDict()
         self.prompt_cache_size = 32
         self.graphed = GraphedStep(model, graphs) if graphs is not None else None
-        self._inflight = None  # graphed: (rows, host tokens, event) of the step still to process
+        # graphed: steps launched whose tokens the host has not processed yet, oldest first,
+        # as (step, rows, host tokens, event). Up to ``pipeline_depth`` stay queued on the GPU,
+        # so host work that takes longer than a step now and then (a codec flush of 256 rows,
+        # an admission) does not leave the GPU idle. A row that ends at step t runs the next
+        # ``pipeline_depth`` steps too; those tokens are ignored.
+        self.pipeline_depth = max(1, pipeline_depth)
+        self._cancel_seen = False  # a handle was cancelled since the last scan
+        self._next_deadline = math.inf  # earliest deadline of a row in the batch
+        self._inflight: collections.deque = collections.deque()
+        self._log: list[tuple[int, list[Row], np.ndarray]] = []  # (step, rows, tokens) not yet handed to rows
+        self._due: dict[int, list[Row]] = collections.defaultdict(list)  # step -> rows at their first window or frame limit
+        # codec work in launch order: LaunchedDecode (audio to hand out) or a list of rows to
+        # finish once everything before it is handed out
+        self._decodes: collections.deque[LaunchedDecode | list[Row]] = collections.deque()
         if self.graphed is not None:
             self.max_batch = self._configured_max_batch = min(max_batch, self.graphed.capacity)
             pin = self.device.type == "cuda"
             self._host_tokens = [
-                torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin) for _ in range(2)
+                torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin)
+                for _ in range(self.pipeline_depth + 1)
             ]
 
     # --- caller side ---------------------------------------------------------------------
     def submit(self, job: GenerationJob, loop: asyncio.AbstractEventLoop | None = None) -> JobHandle:
         """Queue a job; raises OverloadedError when the queue is full."""
         handle = JobHandle(job, loop or asyncio.get_running_loop())
+        handle.on_cancel = self._note_cancel
         if len(job.text_ids) > self.model.config.max_text_len:
             raise UnsupportedTextError(
                 f"text of {len(job.text_ids)} tokens is longer than the model's {self.model.config.max_text_len}"
@@ -128,22 +157,28 @@ class Engine:
             self._thread.join(timeout)
             self._thread = None
         error = SynthesisError("the server is shutting down")
-        for row in self.batch.rows:
-            row.handle.finish(error)
+        self._fail_active(error)
         while self._pending:
             self._pending.popleft().finish(error)
-        self.batch = ActiveBatch()
 
-    def warm_graphs(self, text_lengths: tuple[int, ...] = (64, 128), top_k: int = 100) -> int:
-        """Capture the step graphs of every batch bucket for these text lengths, so no request
-        pays for a capture (or a compilation). Call before serving, after one synthesis has run
-        (which allocated the buffers), while the loop is idle. Returns the graphs captured."""
+    def warm_graphs(self, text_lengths: tuple[int, ...] | None = None, top_k: int = 100) -> int:
+        """Capture the step graphs of every batch bucket for these text lengths (default: every
+        text bucket up to 256 tokens), so no request pays for a capture (or a compilation). Call
+        before serving, after one synthesis has run (which allocated the buffers), while the loop
+        is idle. Returns the graphs captured."""
         if self.graphed is None or not self.graphed.config.capture:
             return 0
+        if text_lengths is None:
+            text_lengths = tuple(n for n in self.graphed.config.text_buckets if n <= 256)
         before = self.graphed.graph_count
         for n in text_lengths:
             self.graphed.warm(self.graphed.config.batch_buckets, n, top_k)
         return self.graphed.graph_count - before
+
+    def warm_codec(self) -> int:
+        """Capture the streaming codec's window graphs (CUDA; call at start-up while the loop is
+        idle). Returns the number of graphs."""
+        return self.decoder.capture_graphs()
 
     @torch.inference_mode()
     def warm_prefill(self, prompt_frames: int = 75) -> list[int]:
@@ -178,7 +213,7 @@ class Engine:
         with torch.inference_mode():
             while not self._stopping:
                 with self._wakeup:
-                    while not (self._pending or self.batch.rows or self._inflight or self._stopping):
+                    while not (self._pending or self.batch.rows or self._inflight or self._decodes or self._stopping):
                         self._wakeup.wait(timeout=0.5)
                 if self._stopping:
                     break
@@ -198,7 +233,7 @@ class Engine:
     def _recover(self, err: Exception) -> None:
         """Out of GPU memory: fail only the newest half of the rows (the oldest keep their
         progress) and admit fewer rows for a while. Any other failure: fail the active rows."""
-        self._inflight = None
+        self._inflight.clear()
         self._good_steps = 0
         rows = [r for r in self.batch.rows if not r.ended]
         if isinstance(err, torch.OutOfMemoryError) and len(rows) > 1:
@@ -217,22 +252,44 @@ class Engine:
             self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
             return
         _LOGGER.exception("generation step failed; failing %d active rows", len(self.batch), exc_info=err)
+        self._fail_active(SynthesisError(f"generation failed: {err}"))
+
+    def _fail_active(self, error: Exception) -> None:
+        """Fail every row in the batch or with audio still decoding; forget their bookkeeping."""
         for row in self.batch.rows:
-            row.handle.finish(SynthesisError(f"generation failed: {err}"))
+            row.handle.finish(error)
+        for item in self._decodes:
+            for row in item if isinstance(item, list) else [job[0] for job in item.jobs]:
+                row.handle.finish(error)
         self.batch = ActiveBatch()
+        self._inflight.clear()
+        self._log.clear()
+        self._due.clear()
+        self._decodes.clear()
 
     @torch.inference_mode()
     def run_once(self) -> None:
         """One iteration of the loop (called by the thread; tests may call it directly)."""
+        self._hand_out_audio()
         self._drop_finished_or_cancelled()
         self._admit()
         if self.batch.rows:
             self._step()
         else:
             self._flush_inflight()
+            self._flush_log()  # only the discarded extra steps of ended rows can be left
+            self._hand_out_audio(wait=True)
+
+    def _note_cancel(self) -> None:
+        self._cancel_seen = True
 
     def _drop_finished_or_cancelled(self) -> None:
+        """Drop cancelled and overdue rows. The scan runs only after a cancel() or once the
+        earliest deadline has passed: at hundreds of rows a scan every step costs real time."""
         now = time.monotonic()
+        if not (self._cancel_seen or now > self._next_deadline):
+            return
+        self._cancel_seen = False
         keep, leaving = [], []
         for i, row in enumerate(self.batch.rows):
             job = row.handle.job
@@ -247,6 +304,7 @@ class Engine:
         self.batch.keep(keep)  # rows leave the batch before their callers hear they ended
         for row, error in leaving:
             row.handle.finish(error)
+        self._next_deadline = min((r.handle.job.deadline for r in self.batch.rows if r.handle.job.deadline), default=math.inf)
 
     def _admit(self) -> None:
         room = min(self.max_batch - len(self.batch), self.max_admit_per_step)
@@ -280,24 +338,33 @@ class Engine:
         handle.finish(err if isinstance(err, SynthesisError) else SynthesisError(f"could not start: {err}"))
 
     def _start(self, handles: list[JobHandle]) -> None:
-        self.batch.extend(self._prepare(handles))
+        added = self._prepare(handles)
+        self.batch.extend(added)
         now = time.monotonic()
-        for handle in handles:
-            handle.stats.started = now
+        first_window = self.decoder.config.first_window
+        for row in added.rows:
+            if row.handle.job.deadline is not None:
+                self._next_deadline = min(self._next_deadline, row.handle.job.deadline)
+            row.handle.stats.started = now
+            row.first_step = self.steps + 1  # the next step samples its first token
+            self._due[row.first_step + first_window - 1].append(row)  # its first audio is decodable
+            self._due[row.first_step + row.handle.job.max_frames - 1].append(row)  # its frame limit
 
     def _prepare(self, handles: list[JobHandle]) -> ActiveBatch:
         """Encode the texts and prefill the voice prompts (all of one length) in ONE parallel pass."""
         model, dev = self.model, self.device
         jobs = [h.job for h in handles]
         n = max(len(j.text_ids) for j in jobs)
-        text = torch.zeros(len(jobs), n, dtype=torch.long)
-        mask = torch.zeros(len(jobs), n, dtype=torch.bool)
+        text = np.zeros((len(jobs), n), dtype=np.int64)
         for i, job in enumerate(jobs):
-            text[i, : len(job.text_ids)] = torch.tensor(job.text_ids)
-            mask[i, : len(job.text_ids)] = True
-        ctx = model.encode_text(text.to(dev), mask.to(dev))
-        if not _prompt_length(jobs[0]):
-            state = LinaState.cat([model.init_state(1, job.initial_state) for job in jobs])
+            text[i, : len(job.text_ids)] = job.text_ids
+        text = torch.from_numpy(text).to(dev)
+        lengths = torch.tensor([len(job.text_ids) for job in jobs]).to(dev)
+        mask = torch.arange(n, device=dev)[None, :] < lengths[:, None]
+        ctx = model.encode_text(text, mask)
+        if not _prompt_length(jobs[0]):  # one initial state per run of requests with the same voice
+            runs = [list(g) for _, g in itertools.groupby(jobs, key=lambda job: id(job.initial_state))]
+            state = LinaState.cat([model.init_state(len(run), run[0].initial_state) for run in runs])
             next_tokens = torch.full((len(jobs),), BOS, dtype=torch.long, device=dev)
         else:  # the voice's cached encoder pass starts from its initial state
             encoded, states = zip(*(self._encoded_prompt(job) for job in jobs))
@@ -313,16 +380,18 @@ class Engine:
             last = torch.stack([job.prompt_codes[-1] for job in jobs]).long()
             next_tokens = last.to(dev) + N_SPECIAL_AUDIO
         seeds = [j.sampling.seed if j.sampling.seed is not None else random.getrandbits(62) for j in jobs]
+        ints = torch.tensor([[j.sampling.top_k for j in jobs], seeds], dtype=torch.long).to(dev, non_blocking=True)
+        floats = torch.tensor([[j.sampling.top_p for j in jobs], [j.sampling.temperature for j in jobs]]).to(dev, non_blocking=True)
         return ActiveBatch(
             rows=[Row(handle=h, seed=seed, decoder=self.decoder.open()) for h, seed in zip(handles, seeds)],
             ctx=ctx,
             state=state,
             next_tokens=next_tokens,
             counters=torch.zeros(len(jobs), dtype=torch.long, device=dev),
-            top_k=torch.tensor([j.sampling.top_k for j in jobs], device=dev),
-            top_p=torch.tensor([j.sampling.top_p for j in jobs], device=dev),
-            temperature=torch.tensor([j.sampling.temperature for j in jobs], device=dev),
-            seeds=torch.tensor(seeds, dtype=torch.long, device=dev),
+            top_k=ints[0],
+            top_p=floats[0],
+            temperature=floats[1],
+            seeds=ints[1],
         )
 
     def _encoded_prompt(self, job: GenerationJob) -> tuple[torch.Tensor, LinaState]:
@@ -344,68 +413,116 @@ class Engine:
 
     def _step(self) -> None:
         b = self.batch
+        rows = b.rows  # replaced, never mutated, when rows join or leave: safe to keep
         if self.graphed is None:
             logits, b.state = self.model.step(b.ctx, b.next_tokens, b.state)
             tokens = sample_tokens(logits, b.top_k, b.top_p, b.temperature, b.seeds, b.counters, b.max_k)
             b.next_tokens = tokens
             b.counters = b.counters + 1
             self.steps += 1
-            self._process(list(b.rows), tokens.tolist())  # the one host sync per step
+            self._process(self.steps, rows, tokens.cpu().numpy())  # the one host sync per step
             return
-        # Graphed: launch this step, then process the previous step's tokens while the GPU
-        # works. A row that ended at step t runs step t + 1 too; that token is ignored.
-        rows = list(b.rows)
+        # Graphed: launch this step, then process the oldest queued step's tokens while the GPU
+        # works (see pipeline_depth).
         tokens = self.graphed(b)  # state, tokens and counters updated in place
         self.steps += 1
-        slot = self._host_tokens[self.steps % 2][: len(rows)]
+        slot = self._host_tokens[self.steps % len(self._host_tokens)][: len(rows)]
         slot.copy_(tokens, non_blocking=True)
         event = torch.cuda.Event() if tokens.is_cuda else None
         if event is not None:
             event.record()
-        previous, self._inflight = self._inflight, (rows, slot, event)
-        if previous is not None:
-            self._finish_inflight(previous)
+        self._inflight.append((self.steps, rows, slot, event))
+        while len(self._inflight) > self.pipeline_depth:
+            self._finish_inflight(self._inflight.popleft())
 
     def _flush_inflight(self) -> None:
-        if self._inflight is not None:
-            previous, self._inflight = self._inflight, None
-            self._finish_inflight(previous)
+        while self._inflight:
+            self._finish_inflight(self._inflight.popleft())
 
     def _finish_inflight(self, inflight) -> None:
-        rows, slot, event = inflight
+        step, rows, slot, event = inflight
         if event is not None:
             event.synchronize()
-        self._process(rows, slot.tolist())
+        self._process(step, rows, slot.numpy().copy())
 
-    def _process(self, rows: list[Row], tokens: list[int]) -> None:
-        """Record one step's tokens, stream the audio that became decodable, retire ended rows."""
-        ended = []
-        for row, token in zip(rows, tokens):
-            if row.ended:  # ended at an earlier step (graphed: one step of lag)
-                continue
-            row.handle.stats.tokens.append(token)
-            if token == EOS:
-                row.handle.stats.stop_reason = "eos"
-            else:
-                row.frames += 1
-                row.pending.append(max(token - N_SPECIAL_AUDIO, 0))  # specials -> code 0 (as upstream)
-                if row.frames >= row.handle.job.max_frames:
-                    row.handle.stats.stop_reason = "max_frames"
-            if row.handle.stats.stop_reason:
-                row.ended = True
+    def _process(self, step: int, rows: list[Row], tokens: np.ndarray) -> None:
+        """Record one step's tokens; end rows at EOS or their frame limit; when rows end, reach
+        their first audio, or every ``decode_interval`` steps, hand the logged tokens to the rows
+        and launch the codec windows that became decodable."""
+        self._log.append((step, rows, tokens))
+        ended, first = [], []
+        for i in np.flatnonzero(tokens == EOS).tolist():
+            row = rows[i]
+            if row.end_step is None:  # not the extra step of a row that already ended
+                self._end(row, step, "eos")
                 ended.append(row)
-        periodic = self.steps % self.decode_interval == 0
-        due = [(row, row.ended) for row in rows if not row.handle.done and (periodic or row.ended or not row.audible)]
-        for row, _ in due:
-            if row.pending:
-                self.decoder.push(row.decoder, row.pending)
-                row.pending = []
-        for row, audio in self.decoder.decode(due, lambda row: row.decoder):
-            if len(audio):
-                row.audible = True
-                row.handle.deliver(audio)
-        if ended:  # leave the batch first: a caller that sees its end sees the engine without it
+        for row in self._due.pop(step, ()):
+            if row.end_step is not None or row.handle.done:
+                continue
+            if step - row.first_step + 1 >= row.handle.job.max_frames:
+                self._end(row, step, "max_frames")
+                ended.append(row)
+            else:
+                first.append(row)
+        periodic = step % self.decode_interval == 0
+        if not (periodic or ended or first):
+            return
+        self._flush_log()
+        due = [row for row in rows if not row.handle.done] if periodic else first + ended
+        jobs = self.decoder.windows((row, row.decoder, row.ended) for row in due)
+        if jobs:
+            self._decodes.append(self.decoder.launch(jobs))
+        if ended:  # leave the batch now; their callers hear the end after their last audio
             self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
-        for row in ended:
-            row.handle.stats.frames = row.frames
-            row.handle.finish()
+            self._decodes.append(ended)
+        self._hand_out_audio()
+
+    @staticmethod
+    def _end(row: Row, step: int, reason: str) -> None:
+        row.end_step = step
+        row.ended = True
+        row.handle.stats.stop_reason = reason
+
+    def _flush_log(self) -> None:
+        """Hand every logged token to its row (stats) and its codes to the row's codec stream.
+        Steps with the same rows are stacked, so the Python work is per row, not per step."""
+        log, self._log = self._log, []
+        i = 0
+        while i < len(log):
+            first_step, rows, _ = log[i]
+            j = i + 1
+            while j < len(log) and log[j][1] is rows:
+                j += 1
+            tokens = np.stack([t for _, _, t in log[i:j]], axis=1)  # [rows, steps]
+            as_lists = tokens.tolist()
+            codes = torch.from_numpy(np.maximum(tokens - N_SPECIAL_AUDIO, 0))  # specials -> code 0 (as upstream)
+            for r, row in enumerate(rows):
+                if row.handle.done:  # cancelled, failed or dropped
+                    continue
+                n = j - i if row.end_step is None else min(j - i, row.end_step - first_step + 1)
+                if n <= 0:
+                    continue
+                own = as_lists[r][:n]
+                row.handle.stats.tokens.extend(own)
+                if own[-1] == EOS:  # only ever its last token
+                    n -= 1
+                if n:
+                    row.decoder.push(codes[r, :n])
+                    row.frames += n
+            i = j
+
+    def _hand_out_audio(self, wait: bool = False) -> None:
+        """Deliver decoded audio in launch order (all of it if ``wait``; else what is ready) and
+        finish the rows whose last audio has gone out."""
+        while self._decodes:
+            head = self._decodes[0]
+            if isinstance(head, list):
+                self._decodes.popleft()
+                for row in head:
+                    row.handle.stats.frames = row.frames
+                    row.handle.finish()
+                continue
+            if not (wait or head.ready()):
+                return
+            self._decodes.popleft()
+            deliver_all([(row.handle, audio) for row, audio in head.results() if len(audio)])

@@ -102,9 +102,10 @@ async def warm_up(synthesizer: Synthesizer, voice: str | None = None, text: str 
         samples += len(chunk)
     graphs = synthesizer.engine.warm_graphs()
     prefills = synthesizer.engine.warm_prefill()
+    codec_graphs = synthesizer.engine.warm_codec()
     elapsed = time.monotonic() - started
     _LOGGER.info(
-        "warm-up: %.2f s of audio, %d step graphs captured, prefill tuned for batches %s, in %.2f s",
-        samples / synthesizer.sample_rate, graphs, prefills or "-", elapsed,
+        "warm-up: %.2f s of audio, %d step graphs and %d codec graphs captured, prefill tuned for batches %s, in %.2f s",
+        samples / synthesizer.sample_rate, graphs, codec_graphs, prefills or "-", elapsed,
     )  # fmt: skip
     return elapsed

@@ -1,0 +1,94 @@
+"""Streaming codec windows decoded from CUDA graphs, on the codec's own CUDA stream.
+
+A batched decode of streaming windows is ~300 kernels; launched eagerly from Python it
+costs milliseconds of the engine thread, which then does not launch the next LM step. The
+windows of a stream sit on a fixed grid (``StreamingConfig``), so all but a stream's last
+window have one of a few sizes (36, 60, 108, 204, 300 frames with the GPU geometry). Each
+(batch bucket, window size) is captured once at start-up and replayed: one launch per
+group. Final windows (any size) are decoded eagerly on the same stream.
+
+Rows beyond the group in a bucket decode whatever codes were last in the static input;
+the decoder never mixes rows of a batch, so their output is simply ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..codec import StreamingConfig, WavTokenizer
+
+_LOGGER = logging.getLogger(__name__)
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def grid_window_sizes(config: StreamingConfig) -> list[int]:
+    """Sizes of every non-final window a stream can hand out (its ends sit on a fixed grid)."""
+    sizes, end, index = [], config.first_window, 0
+    while True:
+        size = min(end, config.window)
+        sizes.append(size)
+        if size == config.window:
+            return sizes
+        end += config.hop_after(index)
+        index += 1
+
+
+class CodecGraphs:
+    """One CUDA graph per (batch bucket, window size); ``run`` replays the right one."""
+
+    def __init__(self, codec: WavTokenizer, stream: torch.cuda.Stream, sizes: list[int], batch_buckets=BATCH_BUCKETS):
+        self.codec = codec
+        self.stream = stream
+        self.sizes = sorted(set(sizes))
+        self.batch_buckets = tuple(batch_buckets)
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._pool = None
+
+    @property
+    def max_batch(self) -> int:
+        return self.batch_buckets[-1]
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def bucket(self, n: int) -> int | None:
+        return next((b for b in self.batch_buckets if b >= n), None)
+
+    @torch.inference_mode()
+    def capture_all(self) -> int:
+        """Capture every (bucket, size) graph not yet captured; returns how many exist."""
+        for size in self.sizes:
+            for b in self.batch_buckets:
+                if (b, size) not in self._graphs:
+                    self._graphs[(b, size)] = self._capture(b, size)
+        return len(self._graphs)
+
+    def _capture(self, batch: int, size: int):
+        codes = torch.zeros(batch, size, dtype=torch.long, device=self.codec.device)
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):  # warm-up outside the graph (cuDNN/cuBLAS choices, allocations)
+            self.codec.decode(codes, check=False)
+        self.stream.synchronize()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, stream=self.stream):
+            audio = self.codec.decode(codes, check=False)
+        _LOGGER.debug("captured codec window graph B=%d T=%d", batch, size)
+        return graph, codes, audio
+
+    def run(self, codes: torch.Tensor) -> torch.Tensor | None:
+        """codes [n, size] (pinned host or device) -> device audio [n, hop * size], enqueued on the
+        codec stream (call under ``torch.cuda.stream(self.stream)``); None if no graph fits."""
+        n, size = codes.shape
+        b = self.bucket(n)
+        entry = self._graphs.get((b, size)) if b is not None else None
+        if entry is None:
+            return None
+        graph, static_codes, audio = entry
+        static_codes[:n].copy_(codes, non_blocking=True)
+        graph.replay()
+        return audio[:n]
