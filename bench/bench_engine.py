@@ -188,6 +188,7 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> l
     await run_jobs(engine, [job("prompt", 60, 0), job("state", 60, 1)])
     engine.warm_graphs((len(text_ids), len(prompt_ids)), sampling.top_k)
     engine.warm_prefill()
+    engine.warm_codec()
     await run_jobs(engine, [job("state", 60, i) for i in range(8)])
     gc.freeze()  # as `serve` does after its warm-up: long-lived objects out of every GC pass
 
