@@ -38,14 +38,15 @@ from wyoming_lina.text import LinaTokenizer  # noqa: E402
 SENTENCE = "The kitchen lights are now off and the front door is locked for the night."  # 12+ words
 
 
-def cuda_time(fn, iters: int) -> float:
-    """Median milliseconds of fn() over iters runs (CUDA events)."""
+def cuda_time(fn, iters: int, stream: torch.cuda.Stream | None = None) -> float:
+    """Median milliseconds of fn() over iters runs (CUDA events), on ``stream`` if given."""
     times = []
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
+        with torch.cuda.stream(stream or torch.cuda.current_stream()):
+            start.record()
+            fn()
+            end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)

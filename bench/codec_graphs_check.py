@@ -11,7 +11,6 @@ streams at once and checks the audio against the synchronous ``decode_windows`` 
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,22 +21,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from bench_engine import cuda_time  # noqa: E402
 from codec_models import move, random_codec  # noqa: E402
 
 from wyoming_lina.engine import StreamingDecoder, streaming_config_for  # noqa: E402
-
-
-def cuda_ms(fn, stream, reps: int = 20) -> float:
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.cuda.stream(stream):
-            start.record()
-            fn()
-            end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 @torch.inference_mode()
@@ -68,8 +55,8 @@ def main() -> None:
                 replay = graphs.run(codes).clone()
             stream.synchronize()
             diff = (eager - replay).abs().max().item()
-            t_eager = cuda_ms(lambda: codec.decode(dev, check=False), stream)
-            t_graph = cuda_ms(lambda: graphs.run(codes), stream)
+            t_eager = cuda_time(lambda: codec.decode(dev, check=False), 20, stream)
+            t_graph = cuda_time(lambda: graphs.run(codes), 20, stream)
             print(f"| {size} | {n} | {t_eager:.2f} | {t_graph:.2f} | {t_eager / t_graph:.1f}x | {diff:.2e} |", flush=True)
 
     # many streams through launch() (async, graphs) vs the synchronous decode_windows()

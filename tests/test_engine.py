@@ -39,6 +39,16 @@ async def drain(handle):
     return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
 
+async def tokens_alone(engine, jobs):
+    """Each job's tokens when it runs by itself on ``engine`` (one after the other)."""
+    alone = []
+    for job in jobs:
+        handle = engine.submit(job)
+        await run_all(engine, [handle])
+        alone.append(handle.stats.tokens)
+    return alone
+
+
 async def run_all(engine, handles, max_iters=2000):
     """Drive the loop on this thread until every handle finished; return their audio."""
     tasks = [asyncio.ensure_future(drain(h)) for h in handles]
@@ -66,11 +76,7 @@ async def test_greedy_tokens_same_alone_in_a_batch_and_joining_mid_flight(engine
     jobs = [GenerationJob(t, max_frames=30, sampling=GREEDY) for t in texts(vec)]
     jobs.append(GenerationJob(texts(vec)[0], max_frames=30, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0, :5]))
     jobs.append(GenerationJob(texts(vec)[1], max_frames=30, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0, 5:10]))
-    alone = []
-    for job in jobs:
-        handle = engine.submit(job)
-        await run_all(engine, [handle])
-        alone.append(handle.stats.tokens)
+    alone = await tokens_alone(engine, jobs)
 
     together = [engine.submit(job) for job in jobs]
     await run_all(engine, together)
@@ -197,12 +203,7 @@ async def test_graph_buffers_give_the_same_tokens_as_the_plain_step(model, codec
 
     jobs = [GenerationJob(t, max_frames=n, sampling=GREEDY) for t, n in zip(texts(vec), (30, 9, 22))]
     jobs.append(GenerationJob(texts(vec)[0], max_frames=25, sampling=SamplingOptions(top_k=30, seed=5), prompt_codes=vec["prompt_codes"][0, :5]))
-    expected = []
-    plain = Engine(model, StreamingDecoder(codec))
-    for job in jobs:
-        handle = plain.submit(job)
-        await run_all(plain, [handle])
-        expected.append(handle.stats.tokens)
+    expected = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
 
     graphed = Engine(model, StreamingDecoder(codec), graphs=GraphConfig(batch_buckets=(2, 4, 8), text_buckets=(32, 64), capture=False))
     first = [graphed.submit(jobs[0]), graphed.submit(jobs[1])]
@@ -225,12 +226,7 @@ async def test_rows_of_different_state_voices_admitted_together_keep_their_own_s
     a, b = voice(), voice()
     text = texts(vec)[0]
     jobs = [GenerationJob(text, max_frames=12, sampling=GREEDY, initial_state=s) for s in (a, a, b, None, a)]
-    alone = []
-    for job in jobs:
-        engine = Engine(model, StreamingDecoder(codec))
-        handle = engine.submit(job)
-        await run_all(engine, [handle])
-        alone.append(handle.stats.tokens)
+    alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
     assert alone[0] != alone[2] != alone[3]  # the voices matter
     engine = Engine(model, StreamingDecoder(codec))
     handles = [engine.submit(job) for job in jobs]
@@ -314,12 +310,7 @@ async def test_padded_prefill_gives_each_row_its_own_result(model, codec, vec):
         GenerationJob(t, max_frames=12, sampling=SamplingOptions(top_k=20, seed=i), prompt_codes=prompt)
         for i, t in enumerate(texts(vec)[:3])
     ]
-    alone = []
-    for job in jobs:
-        engine = Engine(model, StreamingDecoder(codec))
-        handle = engine.submit(job)
-        await run_all(engine, [handle])
-        alone.append(handle.stats.tokens)
+    alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
     padded = Engine(model, StreamingDecoder(codec), pad_prefill=True)
     assert padded.warm_prefill(prompt_frames=4) == [1, 2, 4, 8, 16]  # max_admit_per_step = 16
     handles = [padded.submit(job) for job in jobs]

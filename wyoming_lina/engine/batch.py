@@ -22,7 +22,11 @@ class Row:
     first_step: int = 0  # the engine step that samples this row's first token
     end_step: int | None = None  # the step that sampled its last token (EOS or the frame limit)
     frames: int = 0  # codes handed to its codec stream so far
-    ended: bool = False  # reached EOS or its frame limit (its audio may still be decoding)
+
+    @property
+    def ended(self) -> bool:
+        """Reached EOS or its frame limit, or was failed (its audio may still be decoding)."""
+        return self.end_step is not None
 
 
 @dataclass

@@ -247,7 +247,7 @@ class Engine:
             )  # fmt: skip
             overloaded = OverloadedError("the GPU ran out of memory; try again shortly")
             for row in rows[survivors:]:
-                row.ended = True
+                row.end_step = self.steps
                 row.handle.finish(overloaded)
             self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
             return
@@ -480,7 +480,6 @@ class Engine:
     @staticmethod
     def _end(row: Row, step: int, reason: str) -> None:
         row.end_step = step
-        row.ended = True
         row.handle.stats.stop_reason = reason
 
     def _flush_log(self) -> None:
