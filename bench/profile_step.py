@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -63,12 +64,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, action="append", help="batch sizes (repeatable); default 1 and 256")
     parser.add_argument("--text", type=int, default=80, help="text tokens per row")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-gemv", action="store_true", help="cuBLAS for every product (no Triton GEMV at <= 8 rows)")
+    parser.add_argument("--batch-buckets", help="comma-separated graph batch buckets (default: the engine's)")
     parser.add_argument("--kernel", default="fused_step", choices=["fused_step", "naive"], help="GLA step (the engine uses fused_step)")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     model = random_full_size_lina("cpu", manifest=Path(args.fixtures) / "lina-tiny/full-size-keys.json").cuda()
-    cast_weights(model, torch.bfloat16).fuse_projections()
-    step = GraphedStep(model, GraphConfig(compile=not args.no_compile, kernel=args.kernel))
+    cast_weights(model, torch.bfloat16).fuse_projections(small_batch_gemv=False if args.no_gemv else None)
+    config = GraphConfig(compile=not args.no_compile, kernel=args.kernel)
+    if args.batch_buckets:
+        config = dataclasses.replace(config, batch_buckets=tuple(int(b) for b in args.batch_buckets.split(",")))
+    step = GraphedStep(model, config)
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
     for B in args.batch or [1, 256]:
         batch = make_batch(model, B, args.text)

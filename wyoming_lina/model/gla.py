@@ -14,7 +14,7 @@ from torch import nn
 
 from .config import GATE_LOGIT_NORMALIZER, GLAConfig
 from .kernels import gla
-from .layers import LayerNorm, Linear, SwiGLU
+from .layers import LayerNorm, Linear, SwiGLU, project
 
 
 class GLAState(NamedTuple):
@@ -57,6 +57,8 @@ def causal_conv(x: torch.Tensor, window: torch.Tensor, conv: nn.Conv1d):
 
 
 class GatedLinearAttention(nn.Module):
+    small_batch_gemv = False  # see layers.project()
+
     def __init__(self, cfg: GLAConfig):
         super().__init__()
         self.cfg = cfg
@@ -92,8 +94,7 @@ class GatedLinearAttention(nn.Module):
         if self.fused_in is None:
             gk = self.gk_proj(h).float()
             return self.q_proj(h), self.k_proj(h), self.v_proj(h), self.g_proj(h), gk
-        w = self.fused_in
-        out = F.linear(h.to(w.dtype), w)
+        out = project(h, self.fused_in, self.small_batch_gemv)
         c = self.cfg
         q, k, v, g_out, gk = out.split([c.key_dim, c.key_dim, c.value_dim, c.value_dim, c.key_dim], dim=-1)
         gk = gk.float() + self.gk_proj[1].bias.float()
@@ -114,8 +115,7 @@ class GatedLinearAttention(nn.Module):
         The conv windows and S of ``state`` are updated in place and returned."""
         from .triton_step import gla_decode_step
 
-        w = self.fused_in
-        proj = F.linear(h[:, 0].to(w.dtype), w)  # (B, 3 key + 2 value)
+        proj = project(h[:, 0], self.fused_in, self.small_batch_gemv)  # (B, 3 key + 2 value)
         o = gla_decode_step(
             proj,
             state.conv_q,

@@ -11,12 +11,35 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def gemv_wins(rows: int, n: int) -> bool:
+    """Whether the Triton GEMV beats cuBLAS for [rows, k] x [n, k]^T (bench/tune_gemv.py --sweep
+    on an H200, Lina's shapes): at 1-2 rows always (2.6-4.0 vs 3.9-7.7 us per product); at 3-4
+    rows for outputs of up to 1024 columns; up to 8 rows for a width cuBLAS tiles badly (the
+    logits head's 4099); never beyond."""
+    return rows <= 2 or (rows <= 4 and n <= 1024) or (rows <= 8 and n % 64 != 0)
+
+
+def project(x: torch.Tensor, w: torch.Tensor, small_batch_gemv: bool = False) -> torch.Tensor:
+    """x @ w^T in w's dtype. With ``small_batch_gemv`` (set on CUDA by
+    ``LinaModel.fuse_projections``), products of a few rows without autograd go through the
+    Triton GEMV kernel where it is faster (``gemv_wins``, model/triton_gemv.py): a decode step
+    at small batch is bound by reading the weights, which cuBLAS does slowly for a few rows."""
+    if small_batch_gemv and not torch.is_grad_enabled() and gemv_wins(x.numel() // x.shape[-1], w.shape[0]):
+        from .triton_gemv import gemv
+
+        flat = x.reshape(-1, x.shape[-1]).to(w.dtype)
+        return gemv(flat, w, w.dtype).view(*x.shape[:-1], w.shape[0])
+    return F.linear(x.to(w.dtype), w)
+
+
 class Linear(nn.Linear):
     """nn.Linear that computes in its weight's dtype and returns the input's dtype."""
 
+    small_batch_gemv = False  # see project()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        y = F.linear(x.to(w.dtype), w)
+        y = project(x, w, self.small_batch_gemv)
         if self.bias is not None:  # added in the bias's dtype (float32), where it fuses with what follows
             y = y + self.bias
         return y.to(x.dtype)
@@ -35,6 +58,7 @@ class SwiGLU(nn.Module):
     """p_out(silu(gate) * x) with gate, x = p_in(x).chunk(2)."""
 
     HIDDEN_MULTIPLE = 64  # see fuse_projections
+    small_batch_gemv = False  # see project()
 
     def __init__(self, d: int, hidden: int):
         super().__init__()
@@ -66,8 +90,7 @@ class SwiGLU(nn.Module):
             gate, h = self.p_in(x).chunk(2, dim=-1)
             return self.p_out(F.silu(gate) * h)
         w = self.padded_in
-        y = F.linear(x.to(w.dtype), w) + self.padded_in_bias
+        y = project(x, w, self.small_batch_gemv) + self.padded_in_bias
         gate, h = y.chunk(2, dim=-1)
-        w_out = self.padded_out
-        out = F.linear((F.silu(gate) * h).to(w_out.dtype), w_out) + self.p_out.bias
+        out = project(F.silu(gate) * h, self.padded_out, self.small_batch_gemv) + self.p_out.bias
         return out.to(x.dtype)

@@ -16,6 +16,8 @@ from torch import nn
 from .config import LinaConfig
 from .cross_attention import BlindCrossAttention, TextContext
 from .gla import GLABlock
+from .kernels import triton_available
+from .layers import project
 from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder
 
@@ -69,11 +71,20 @@ class LinaModel(nn.Module):
         self.logits_head = _Weight(1, cfg.out_vocab, d)
         self.attentive_rnn = AttentiveRNN(cfg)
 
-    def fuse_projections(self) -> "LinaModel":
-        """Inference speed-up: every GLA layer computes q/k/v/g with one GEMM (same results)."""
+    small_batch_gemv = False  # see layers.project()
+
+    def fuse_projections(self, small_batch_gemv: bool | None = None) -> "LinaModel":
+        """Inference speed-ups (same results up to float rounding): every GLA layer computes
+        q/k/v/g with one GEMM, the MLP hidden size is padded for aligned GEMMs, and on CUDA
+        (``small_batch_gemv=None``: when Triton is there) products with at most 8 rows use the
+        Triton GEMV kernel."""
+        if small_batch_gemv is None:
+            small_batch_gemv = self.device.type == "cuda" and triton_available()
         for module in self.modules():
             if hasattr(module, "fuse_projections") and module is not self:
                 module.fuse_projections()
+            if hasattr(module, "small_batch_gemv"):
+                module.small_batch_gemv = small_batch_gemv
         return self
 
     @property
@@ -100,8 +111,7 @@ class LinaModel(nn.Module):
         return initial_lina_state(self.config, batch, initial_state, self.device)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        w = self.logits_head.weight[0]
-        return (hidden.to(w.dtype) @ w.T).float()
+        return project(hidden, self.logits_head.weight[0], self.small_batch_gemv).float()
 
     def forward_audio(self, ctx: TextContext, audio_ids: torch.Tensor, state: LinaState, kernel: str | None = None):
         """Parallel pass: audio_ids [B, T] (BOS-first token ids) -> logits [B, T, V], new state.
