@@ -80,16 +80,22 @@ class BlindCrossAttention(nn.Module):
         self.pos_net = GLABlock(cfg.pos_net)
 
     def text_context(self, text: torch.Tensor, mask: torch.Tensor) -> TextContext:
-        """text: [B, N, d] encoder output; mask: [B, N]."""
-        keys = self.ln_k(self.k(text))
-        values = self.ln_v(self.v(text))
-        return TextContext(keys, values, self.pos_embed(mask), mask)
+        """text: [B, N, d] encoder output; mask: [B, N]. Keys, values and positions are kept in
+        the weights' dtype (bf16 on a GPU): a decode step reads all three for every row, which
+        at batch 256 is hundreds of MB per frame in float32."""
+        dtype = self.k.weight.dtype
+        keys = self.ln_k(self.k(text)).to(dtype)
+        values = self.ln_v(self.v(text)).to(dtype)
+        return TextContext(keys, values, self.pos_embed(mask).to(dtype), mask)
 
     def forward(self, y: torch.Tensor, ctx: TextContext, state: GLAState, kernel: str | None = None):
-        """y: [B, T, d] audio hidden states. Returns the cross-attention output and pos_net state."""
+        """y: [B, T, d] audio hidden states. Returns the cross-attention output and pos_net state.
+        Products run in the context's dtype; scores and softmaxes in float32."""
+        dtype = ctx.keys.dtype
         q = self.ln_q(self.q(y))  # (B, T, a)
+        scale = q.shape[-1] ** -0.5
         bias = torch.zeros(ctx.mask.shape, device=y.device).masked_fill(~ctx.mask, float("-inf"))[:, None, :]
-        content = torch.softmax(q @ ctx.keys.transpose(1, 2) * q.shape[-1] ** -0.5 + bias, dim=-1)
-        z, state = self.pos_net(content @ ctx.positions, state, kernel)  # (B, T, d_blind)
-        where = torch.softmax(z @ ctx.positions.transpose(1, 2) * z.shape[-1] ** -0.5 + bias, dim=-1)
-        return where @ ctx.values, state
+        content = torch.softmax((q.to(dtype) @ ctx.keys.transpose(1, 2)).float() * scale + bias, dim=-1)
+        z, state = self.pos_net((content.to(dtype) @ ctx.positions).to(y.dtype), state, kernel)  # (B, T, d_blind)
+        where = torch.softmax((z.to(dtype) @ ctx.positions.transpose(1, 2)).float() * z.shape[-1] ** -0.5 + bias, dim=-1)
+        return (where.to(dtype) @ ctx.values).to(y.dtype), state
