@@ -18,6 +18,7 @@ from wyoming_lina.model import (
     EOS,
     LinaModel,
     LinaState,
+    cast_weights,
     config_from_state_dict,
     load_lina,
     load_speaker_state,
@@ -282,12 +283,20 @@ def test_naive_recurrence_matches_a_float64_closed_form():
     torch.testing.assert_close(final.double(), state, atol=1e-5, rtol=1e-5)
 
 
-def test_cpu_path_never_imports_triton_or_fla(lina_dir):
+def test_cpu_path_never_imports_triton_or_fla(lina_dir, codec_dir):
     code = (
         "import sys, torch\n"
+        "from wyoming_lina.codec import load_codec\n"
+        f"c = load_codec({str(codec_dir / 'config.yaml')!r}, {str(codec_dir / 'model.ckpt')!r})\n"
+        "c.decode(torch.zeros(1, 20, dtype=torch.long))\n"  # the codec's CUDA path has Triton convs
         "from wyoming_lina.model import load_lina\n"
         f"m = load_lina({str(lina_dir / 'model.ckpt')!r})\n"
         "m.teacher_forced_logits(torch.tensor([[1, 40, 2]]), torch.tensor([[1, 5, 6]]))\n"
+        # fused for inference, three rows without autograd: the GEMV kernel's case, CUDA only
+        "m.fuse_projections()\n"
+        "assert not any(getattr(x, 'small_batch_gemv', False) for x in m.modules())\n"
+        "with torch.inference_mode():\n"
+        "    m.teacher_forced_logits(torch.tensor([[1, 40, 2]]), torch.tensor([[1, 5, 6]]))\n"
         "bad = [n for n in sys.modules if n.split('.')[0] in ('triton', 'fla')]\n"
         "assert not bad, bad\n"
     )
@@ -312,3 +321,19 @@ def test_fused_projections_compute_the_same_and_keep_the_state_dict(lina_dir, ve
     ctx = model.encode_text(vec["text_ids"])
     steps, _ = step_through(model, ctx, vec["audio_in"], model.init_state(1))
     torch.testing.assert_close(steps, vec["logits_steps"], atol=LOGIT_ATOL, rtol=0)
+
+
+def test_bf16_weights_keep_a_bf16_text_context_that_tracks_float32(lina_dir, vec):
+    """With bf16 matrices (as on a GPU) the per-request keys/values/positions are stored in bf16
+    (half the bytes every step reads) while the scores and softmaxes stay float32: the step
+    logits stay close to the float32 model's."""
+    ref = load_lina(lina_dir / "model.ckpt")
+    half = cast_weights(load_lina(lina_dir / "model.ckpt"), torch.bfloat16)
+    ctx_ref, ctx = ref.encode_text(vec["text_ids"]), half.encode_text(vec["text_ids"])
+    assert ctx_ref.keys.dtype == torch.float32
+    assert {ctx.keys.dtype, ctx.values.dtype, ctx.positions.dtype} == {torch.bfloat16}
+    want, _ = step_through(ref, ctx_ref, vec["audio_in"], ref.init_state(1))
+    got, _ = step_through(half, ctx, vec["audio_in"], half.init_state(1))
+    assert got.dtype == torch.float32
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+    assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.9
