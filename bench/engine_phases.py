@@ -101,8 +101,13 @@ async def main_async(args) -> None:
     gc.freeze()
     instrument(engine)
     profiler = None
-    for round_ in range(args.rounds):
-        if args.cprofile and round_ == args.rounds - 1:
+    settings = [(d, a) for d in args.depth or [engine.pipeline_depth] for a in args.admit or [engine.max_admit_per_step]]
+    for round_, (depth, admit) in enumerate((d, a) for d, a in settings for _ in range(args.rounds)):
+        if (depth, admit) != (engine.pipeline_depth, engine.max_admit_per_step):
+            engine.pipeline_depth, engine.max_admit_per_step = depth, admit
+            engine._host_tokens = [torch.zeros_like(engine._host_tokens[0]).pin_memory() for _ in range(depth + 1)]
+        last = round_ == len(settings) * args.rounds - 1
+        if args.cprofile and last:
             import cProfile
 
             profiler = cProfile.Profile()
@@ -120,8 +125,10 @@ async def main_async(args) -> None:
         steps0 = engine.steps
         _, audio_s, wall = await run_jobs(engine, [job(args.frames, 1000 + i) for i in range(args.streams)])
         steps = engine.steps - steps0
-        print(f"\n{args.streams} streams x {args.frames} frames: {audio_s:.1f} s of audio in {wall:.3f} s "
-              f"= {audio_s / wall:.0f}x real time; {steps} steps, {1000 * wall / steps:.3f} ms per step")  # fmt: skip
+        print(f"\n{args.streams} streams x {args.frames} frames, pipeline depth {depth}, admit {admit}: {audio_s:.1f} s "
+              f"of audio in {wall:.3f} s = {audio_s / wall:.0f}x real time; {steps} steps, {1000 * wall / steps:.3f} ms per step")  # fmt: skip
+        if args.brief:
+            continue
         print("| phase | calls | total s | ms per call |\n|---|---|---|---|")
         for label, (n, t) in TIMES.items():
             print(f"| {label} | {n} | {t:.3f} | {1000 * t / max(n, 1):.3f} |")
@@ -148,6 +155,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=256)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--depth", type=int, action="append", help="pipeline depths to compare (default: the engine's)")
+    parser.add_argument("--admit", type=int, action="append", help="admissions per iteration to compare (default: the engine's)")
+    parser.add_argument("--brief", action="store_true", help="only the wall/throughput line per round")
     parser.add_argument("--cprofile", action="store_true", help="also profile the engine thread's Python (cProfile, last round)")
     parser.add_argument("--codec-profile", action="store_true", help="also list the kernels of one batched codec decode")
     args = parser.parse_args()

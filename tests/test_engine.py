@@ -290,11 +290,51 @@ def test_engine_options_per_device():
     cuda = engine_options("cuda")
     assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1 and cuda["pad_prefill"]
     assert cuda["pipeline_depth"] > 1
+    assert cuda["max_admit_per_step"] > cuda["max_prefill_batch"]  # state voices join at once, prompts prefill in parts
     assert cuda["graphs"].kernel == ("fused_step" if triton_available() else "naive")
     assert engine_options("cuda", compile=False)["graphs"].compile is False
     assert engine_options("cpu") == {"graphs": None, "decode_interval": 1}
     assert streaming_config_for("cuda:0").max_hop == 144  # GPU: doubling hops, fewer decodes
     assert streaming_config_for("cpu").max_hop is None  # CPU: constant hops, no underrun at 1x
+
+
+async def test_prompt_requests_admitted_together_prefill_in_capped_batches(model, codec, vec):
+    """Five prompt requests admitted in one iteration prefill as batches of 2, 2 and 1 (the cap
+    keeps a burst of requests from running one huge prefill); each generates what it would alone."""
+    prompt = vec["prompt_codes"][0, :6]
+    jobs = [
+        GenerationJob(texts(vec)[i % 3], max_frames=10, sampling=SamplingOptions(top_k=20, seed=i), prompt_codes=prompt)
+        for i in range(5)
+    ]
+    alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
+    engine = Engine(model, StreamingDecoder(codec), pad_prefill=True, max_admit_per_step=8, max_prefill_batch=2)
+    sizes = []
+    prefill = model.prefill_from_encoded
+
+    def spy(ctx, encoded, state, kernel=None):
+        sizes.append(encoded.shape[0])
+        return prefill(ctx, encoded, state, kernel)
+
+    model.prefill_from_encoded = spy
+    try:
+        assert engine.warm_prefill(prompt_frames=4) == [1, 2]
+        sizes.clear()
+        handles = [engine.submit(job) for job in jobs]
+        await run_all(engine, handles)
+    finally:
+        del model.prefill_from_encoded
+    assert sizes == [2, 2, 1]
+    assert [h.stats.tokens for h in handles] == alone
+
+
+def test_queued_steps_grow_with_the_batch(model, codec):
+    """At small batch the host keeps up and every queued step delays a first window or an EOS:
+    4 at most; at 256 rows the CUDA setting's 16."""
+    from wyoming_lina.engine.loop import engine_options
+
+    deep = Engine(model, StreamingDecoder(codec), pipeline_depth=engine_options("cuda")["pipeline_depth"])
+    assert [deep.queued_steps(n) for n in (1, 32, 64, 128, 256)] == [4, 4, 4, 8, 16]
+    assert Engine(model, StreamingDecoder(codec)).queued_steps(256) == 1  # CPU: no queue
 
 
 def test_prefill_batches_pad_to_powers_of_two():
@@ -312,7 +352,7 @@ async def test_padded_prefill_gives_each_row_its_own_result(model, codec, vec):
     ]
     alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
     padded = Engine(model, StreamingDecoder(codec), pad_prefill=True)
-    assert padded.warm_prefill(prompt_frames=4) == [1, 2, 4, 8, 16]  # max_admit_per_step = 16
+    assert padded.warm_prefill(prompt_frames=4) == [1, 2, 4, 8, 16]  # max_prefill_batch = 16
     handles = [padded.submit(job) for job in jobs]
     await run_all(padded, handles)
     assert [h.stats.tokens for h in handles] == alone

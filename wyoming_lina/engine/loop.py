@@ -41,18 +41,20 @@ def _prompt_length(job: GenerationJob) -> int:
 
 def engine_options(device_type: str, *, compile: bool = True) -> dict:
     """How the loop runs on this device: CUDA replays graphed steps (one Triton kernel per GLA
-    layer) with up to 4 steps queued ahead of the host's token processing, batches codec decodes
-    over 16 steps (213 ms of audio; a row's first audio is decoded as soon as it is ready), admits
-    up to 32 requests per iteration (one text-encoder pass and prefill for all) and pads prefill
-    batches; the CPU runs the plain step and decodes every step."""
+    layer) with 4 to 16 steps queued ahead of the host's token processing (more at large batch),
+    batches codec decodes over 16 steps (213 ms of audio; a row's first audio is decoded as soon
+    as it is ready), admits up to 256 requests per iteration (one text-encoder pass for all) with
+    voice-prompt prefills in padded batches of up to 32; the CPU runs the plain step and decodes
+    every step. bench/engine_phases.py measured the depth and admission settings at 256 streams."""
     if device_type == "cuda":
         kernel = "fused_step" if triton_available() else "naive"
         return {
             "graphs": GraphConfig(compile=compile, kernel=kernel),
             "decode_interval": 16,
             "pad_prefill": True,
-            "pipeline_depth": 4,
-            "max_admit_per_step": 32,
+            "pipeline_depth": 16,
+            "max_admit_per_step": 256,
+            "max_prefill_batch": 32,
         }
     return {"graphs": None, "decode_interval": 1}
 
@@ -79,6 +81,7 @@ class Engine:
         max_batch: int = 256,
         max_queue: int = 1024,
         max_admit_per_step: int = 16,
+        max_prefill_batch: int = 16,
         graphs: GraphConfig | None = None,
         decode_interval: int = 1,
         pad_prefill: bool = False,
@@ -92,6 +95,7 @@ class Engine:
         self._good_steps = 0
         self.max_queue = max_queue
         self.max_admit_per_step = max_admit_per_step
+        self.max_prefill_batch = max_prefill_batch  # voice-prompt prefills run in batches of at most this
         self.batch = ActiveBatch()
         self._pending: collections.deque[JobHandle] = collections.deque()
         self._wakeup = threading.Condition()
@@ -105,10 +109,10 @@ class Engine:
         self.prompt_cache_size = 32
         self.graphed = GraphedStep(model, graphs) if graphs is not None else None
         # graphed: steps launched whose tokens the host has not processed yet, oldest first,
-        # as (step, rows, host tokens, event). Up to ``pipeline_depth`` stay queued on the GPU,
-        # so host work that takes longer than a step now and then (a codec flush of 256 rows,
-        # an admission) does not leave the GPU idle. A row that ends at step t runs the next
-        # ``pipeline_depth`` steps too; those tokens are ignored.
+        # as (step, rows, host tokens, event). Up to ``queued_steps(rows)`` stay queued on the
+        # GPU, so host work that takes longer than a step now and then (a codec flush of 256
+        # rows, an admission) does not leave the GPU idle. A row that ends at step t runs the
+        # next ones too; those tokens are ignored.
         self.pipeline_depth = max(1, pipeline_depth)
         self._cancel_seen = False  # a handle was cancelled since the last scan
         self._next_deadline = math.inf  # earliest deadline of a row in the batch
@@ -188,7 +192,7 @@ class Engine:
         if not self.pad_prefill:
             return []
         sizes, n = [], 1
-        while n <= padded_batch(self.max_admit_per_step):
+        while n <= padded_batch(self.max_prefill_batch):
             sizes.append(n)
             n *= 2
         text = torch.full((1, 8), 3, dtype=torch.long, device=self.device)
@@ -316,10 +320,14 @@ class Engine:
                     handle.finish()
                 else:
                     handles.append(handle)
-        groups: dict[int, list[JobHandle]] = collections.defaultdict(list)
+        by_length: dict[int, list[JobHandle]] = collections.defaultdict(list)
         for handle in handles:  # one voice = one prompt length: its requests prefill together
-            groups[_prompt_length(handle.job)].append(handle)
-        for group in groups.values():
+            by_length[_prompt_length(handle.job)].append(handle)
+        groups = []
+        for length, group in by_length.items():
+            size = self.max_prefill_batch if length else len(group)  # (no prompt: no prefill)
+            groups += [group[i : i + size] for i in range(0, len(group), size)]
+        for group in groups:
             try:
                 self._start(group)
             except Exception as err:
@@ -432,8 +440,14 @@ class Engine:
         if event is not None:
             event.record()
         self._inflight.append((self.steps, rows, slot, event))
-        while len(self._inflight) > self.pipeline_depth:
+        while len(self._inflight) > self.queued_steps(len(rows)):
             self._finish_inflight(self._inflight.popleft())
+
+    def queued_steps(self, rows: int) -> int:
+        """How many launched steps may wait for the host: at most ``pipeline_depth``, and at
+        small batch no more than 4 (a step is short there and the host keeps up; every queued
+        step delays noticing a row's first window or EOS by one step)."""
+        return min(self.pipeline_depth, max(4, rows // 16))
 
     def _flush_inflight(self) -> None:
         while self._inflight:
