@@ -88,6 +88,32 @@ def main() -> None:
         for a, s in zip(out_async, out_sync)
     )
     print(f"\n{streams} streams x 500 codes through launch() (graphs, codec stream) vs decode_windows(): max abs {worst:.2e}")
+    dwconv_twin(codec)
+
+
+def dwconv_twin(codec) -> None:
+    """The Triton depthwise conv (CUDA path) against its naive twin (the CPU path's 2-D conv on
+    the channels-last view, run here on CUDA), and the first call of each at shapes never seen."""
+    from wyoming_lina.codec import backbone
+
+    conv = codec.backbone.convnext[0].dwconv
+    print("\n| depthwise conv (B, T, C) | Triton us | cuDNN channels-last us | max abs diff | first call Triton / cuDNN ms |")
+    print("|---|---|---|---|---|")
+    for B, T in ((64, 300), (1, 36), (97, 131), (256, 204)):
+        x = torch.randn(B, T, conv.weight.shape[0], device="cuda", dtype=torch.bfloat16)
+        firsts = []
+        for cuda_path in (True, False):
+            fn = backbone.depthwise_conv_over_time if cuda_path else backbone.dwconv_channels_last
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn(x, conv)
+            torch.cuda.synchronize()
+            firsts.append(1000 * (time.perf_counter() - t0))
+        got, want = backbone.depthwise_conv_over_time(x, conv), backbone.dwconv_channels_last(x, conv)
+        t_triton = 1000 * cuda_time(lambda: backbone.depthwise_conv_over_time(x, conv), 50)
+        t_naive = 1000 * cuda_time(lambda: backbone.dwconv_channels_last(x, conv), 50)
+        diff = (got.float() - want.float()).abs().max().item()
+        print(f"| {B}, {T}, {x.shape[2]} | {t_triton:.1f} | {t_naive:.1f} | {diff:.2e} | {firsts[0]:.1f} / {firsts[1]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
