@@ -383,6 +383,40 @@ async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monke
     assert engine.max_batch == 2 and len(engine.batch) == 0
 
 
+async def test_out_of_memory_keeps_the_steps_already_queued_for_the_survivors(model, codec, vec, monkeypatch):
+    """With steps queued ahead of the host (CUDA), an out-of-memory failure must not drop the
+    queued steps' tokens: the surviving rows keep every frame and end at their frame limit."""
+    from wyoming_lina.engine.graphed_step import GraphConfig
+
+    jobs = [GenerationJob(t, max_frames=12, sampling=GREEDY) for t in texts(vec)] + [
+        GenerationJob(texts(vec)[0], max_frames=12, sampling=GREEDY)
+    ]
+    alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs[:2])
+    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
+    engine = Engine(model, StreamingDecoder(codec), graphs=graphs, decode_interval=5, pipeline_depth=3)
+    handles = [engine.submit(job) for job in jobs]
+    tasks = [asyncio.ensure_future(drain(h)) for h in handles]
+    for _ in range(5):  # admitted; steps queued ahead of the host
+        engine.run_once_safely()
+    assert len(engine._inflight) == 3
+    real_step, calls = model.step, []
+
+    def step_once_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(model, "step", step_once_out_of_memory)
+    for _ in range(60):
+        engine.run_once_safely()
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2]), results[:2]
+    assert [h.stats.tokens for h in handles[:2]] == alone
+    assert all(isinstance(r, OverloadedError) for r in results[2:])
+
+
 async def test_voice_prompt_encoder_pass_is_cached_and_reused(model, codec, vec):
     """The text-independent encoder pass over a voice prompt runs once per voice; a request that
     reuses it generates exactly what it generates on a fresh engine."""

@@ -38,8 +38,8 @@ class GraphConfig:
     # no bucket of 1: compiled for exactly one row, the step specialises into GEMV kernels that
     # measured slower (0.60 ms on an H200) than the general code at 2 rows with one padding row
     batch_buckets: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
-    # the cross-attention reads [B, bucket, 1024] float32 keys, values and positions every step
-    # (at batch 256 and 128 tokens that is 537 MB): buckets close to the real text length pay off
+    # the cross-attention reads [B, bucket, 1024] keys, values and positions every step (bf16 on a
+    # GPU: at batch 256 and 128 tokens that is 268 MB): buckets close to the real text length pay off
     text_buckets: tuple[int, ...] = (32, 64, 96, 128, 192, 256, 384, 512)
     top_k_buckets: tuple[int, ...] = (128, 1024)
     # GLA at T=1: "naive" = plain tensor ops (compiles and captures anywhere); "fused_step" =

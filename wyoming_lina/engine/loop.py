@@ -43,9 +43,9 @@ def engine_options(device_type: str, *, compile: bool = True) -> dict:
     """How the loop runs on this device: CUDA replays graphed steps (one Triton kernel per GLA
     layer) with 4 to 16 steps queued ahead of the host's token processing (more at large batch),
     batches codec decodes over 16 steps (213 ms of audio; a row's first audio is decoded as soon
-    as it is ready), admits up to 256 requests per iteration (one text-encoder pass for all) with
-    voice-prompt prefills in padded batches of up to 32; the CPU runs the plain step and decodes
-    every step. bench/engine_phases.py measured the depth and admission settings at 256 streams."""
+    as it is ready), admits up to 256 requests per iteration (one text-encoder pass per group of
+    one prompt length, prompt prefills in padded batches of up to 32); the CPU runs the plain step
+    and decodes every step. bench/engine_phases.py measured the depth and admission settings at 256 streams."""
     if device_type == "cuda":
         kernel = "fused_step" if triton_available() else "naive"
         return {
@@ -237,7 +237,10 @@ class Engine:
     def _recover(self, err: Exception) -> None:
         """Out of GPU memory: fail only the newest half of the rows (the oldest keep their
         progress) and admit fewer rows for a while. Any other failure: fail the active rows."""
-        self._inflight.clear()
+        try:  # steps already queued ran on the GPU (states advanced): their tokens belong to the rows
+            self._flush_inflight()
+        except Exception:  # noqa: BLE001 (they failed too: nothing to keep)
+            self._inflight.clear()
         self._good_steps = 0
         rows = [r for r in self.batch.rows if not r.ended]
         if isinstance(err, torch.OutOfMemoryError) and len(rows) > 1:

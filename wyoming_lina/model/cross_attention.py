@@ -90,7 +90,8 @@ class BlindCrossAttention(nn.Module):
 
     def forward(self, y: torch.Tensor, ctx: TextContext, state: GLAState, kernel: str | None = None):
         """y: [B, T, d] audio hidden states. Returns the cross-attention output and pos_net state.
-        Products run in the context's dtype; scores and softmaxes in float32."""
+        Products run in the context's dtype (bf16 on a GPU, like every other product of the step:
+        scores carry bf16 rounding); the scaling, masking and softmaxes run in float32."""
         dtype = ctx.keys.dtype
         q = self.ln_q(self.q(y))  # (B, T, a)
         scale = q.shape[-1] ** -0.5

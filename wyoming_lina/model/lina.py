@@ -76,8 +76,8 @@ class LinaModel(nn.Module):
     def fuse_projections(self, small_batch_gemv: bool | None = None) -> "LinaModel":
         """Inference speed-ups (same results up to float rounding): every GLA layer computes
         q/k/v/g with one GEMM, the MLP hidden size is padded for aligned GEMMs, and on CUDA
-        (``small_batch_gemv=None``: when Triton is there) products with at most 8 rows use the
-        Triton GEMV kernel."""
+        (``small_batch_gemv=None``: when Triton is there) products of a few rows use the Triton GEMV
+        kernel where it beats cuBLAS (``layers.gemv_wins``)."""
         if small_batch_gemv is None:
             small_batch_gemv = self.device.type == "cuda" and triton_available()
         for module in self.modules():

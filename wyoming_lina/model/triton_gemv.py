@@ -4,8 +4,9 @@ A decode step at small batch multiplies 1-8 rows by every weight matrix of the m
 (~245 MB of bf16 per step). cuBLAS picks tiles made for large M and reads the weights at
 ~0.8 TB/s there; here each program owns a few output columns, streams their weight rows once
 at full width and keeps every row of x in registers, so the kernel is bound by the weight read.
-Each output element is a sum over K in a fixed order whatever the number of rows, so a row's
-result does not depend on the rest of the batch. ``F.linear`` is its naive twin
+Each output element is a sum over K in an order fixed by the tiles (``tiles``: one choice for 1-2
+rows, others for 3-4 and 5-8), so within a row-count class a row's result does not depend on the
+rest of the batch. ``F.linear`` is its naive twin
 (bench/tune_gemv.py compares them and picks the tile sizes below).
 """
 
