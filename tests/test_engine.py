@@ -285,7 +285,7 @@ async def test_audio_and_ends_stay_in_order_while_the_codec_lags(model, codec, v
 def test_engine_options_per_device():
     from wyoming_lina.engine import streaming_config_for
     from wyoming_lina.engine.loop import engine_options
-    from wyoming_lina.model.kernels import triton_available
+    from wyoming_lina.triton_support import triton_available
 
     cuda = engine_options("cuda")
     assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1 and cuda["pad_prefill"]
@@ -359,12 +359,9 @@ async def test_padded_prefill_gives_each_row_its_own_result(model, codec, vec):
     assert Engine(model, StreamingDecoder(codec)).warm_prefill() == []  # CPU default: no padding
 
 
-async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monkeypatch):
-    engine = Engine(model, StreamingDecoder(codec))
-    handles = [engine.submit(GenerationJob(t, max_frames=12, sampling=GREEDY)) for t in texts(vec)]
-    handles.append(engine.submit(GenerationJob(texts(vec)[0], max_frames=12, sampling=GREEDY)))
-    tasks = [asyncio.ensure_future(drain(h)) for h in handles]
-    engine.run_once_safely()  # admitted, one step
+async def run_through_one_out_of_memory(engine, model, tasks, monkeypatch):
+    """Make the next model step raise a (simulated) CUDA out-of-memory error, then drive the loop
+    until the drains in ``tasks`` finish; returns their results (audio or the exception)."""
     real_step, calls = model.step, []
 
     def step_once_out_of_memory(*args, **kwargs):
@@ -377,7 +374,16 @@ async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monke
     for _ in range(60):
         engine.run_once_safely()
         await asyncio.sleep(0)
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monkeypatch):
+    engine = Engine(model, StreamingDecoder(codec))
+    handles = [engine.submit(GenerationJob(t, max_frames=12, sampling=GREEDY)) for t in texts(vec)]
+    handles.append(engine.submit(GenerationJob(texts(vec)[0], max_frames=12, sampling=GREEDY)))
+    tasks = [asyncio.ensure_future(drain(h)) for h in handles]
+    engine.run_once_safely()  # admitted, one step
+    results = await run_through_one_out_of_memory(engine, model, tasks, monkeypatch)
     assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2])  # oldest finish
     assert all(isinstance(r, OverloadedError) for r in results[2:])  # newest fail, clearly
     assert engine.max_batch == 2 and len(engine.batch) == 0
@@ -399,19 +405,7 @@ async def test_out_of_memory_keeps_the_steps_already_queued_for_the_survivors(mo
     for _ in range(5):  # admitted; steps queued ahead of the host
         engine.run_once_safely()
     assert len(engine._inflight) == 3
-    real_step, calls = model.step, []
-
-    def step_once_out_of_memory(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_step(*args, **kwargs)
-
-    monkeypatch.setattr(model, "step", step_once_out_of_memory)
-    for _ in range(60):
-        engine.run_once_safely()
-        await asyncio.sleep(0)
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await run_through_one_out_of_memory(engine, model, tasks, monkeypatch)
     assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2]), results[:2]
     assert [h.stats.tokens for h in handles[:2]] == alone
     assert all(isinstance(r, OverloadedError) for r in results[2:])
