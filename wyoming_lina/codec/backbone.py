@@ -14,12 +14,11 @@ upstream ``state_dict`` (``pos_net`` comes last).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..triton_support import triton_available
 
 EPS = 1e-6
 
@@ -87,17 +86,12 @@ def depthwise_conv_over_time(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     and runs a generic bf16 kernel, which with the transposed copies around it was ~45% of a
     decode's kernel time. Elsewhere, (B, T, C) memory being the channels-last layout of
     (B, C, 1, T), it runs as a 1 x k 2-D conv on that view (the naive twin)."""
-    if x.is_cuda and _triton_available():
+    if x.is_cuda and triton_available():
         from .triton_dwconv import depthwise_conv_time
 
         return depthwise_conv_time(x, conv.weight, conv.bias, conv.padding[0])
     return dwconv_channels_last(x, conv)
 
-
-@functools.lru_cache(maxsize=1)
-def _triton_available() -> bool:
-    """Whether Triton is installed (CUDA builds of torch ship it; checked without importing it)."""
-    return importlib.util.find_spec("triton") is not None
 
 
 def dwconv_channels_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:

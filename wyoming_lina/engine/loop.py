@@ -25,7 +25,7 @@ import torch
 
 from ..errors import DeadlineExceededError, OverloadedError, SynthesisError, UnsupportedTextError
 from ..model import BOS, EOS, N_SPECIAL_AUDIO, LinaModel, LinaState
-from ..model.kernels import triton_available
+from ..triton_support import triton_available
 from .batch import ActiveBatch, Row
 from .decoding import LaunchedDecode, StreamingDecoder
 from .graphed_step import GraphConfig, GraphedStep
@@ -45,7 +45,8 @@ def engine_options(device_type: str, *, compile: bool = True) -> dict:
     batches codec decodes over 16 steps (213 ms of audio; a row's first audio is decoded as soon
     as it is ready), admits up to 256 requests per iteration (one text-encoder pass per group of
     one prompt length, prompt prefills in padded batches of up to 32); the CPU runs the plain step
-    and decodes every step. bench/engine_phases.py measured the depth and admission settings at 256 streams."""
+    and decodes every step. bench/engine_phases.py measured the depth and admission settings at
+    256 streams."""
     if device_type == "cuda":
         kernel = "fused_step" if triton_available() else "naive"
         return {

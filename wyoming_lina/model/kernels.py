@@ -30,16 +30,6 @@ def fla_available() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=1)
-def triton_available() -> bool:
-    """Whether Triton can be imported (it ships with CUDA builds of torch, not CPU ones)."""
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def naive_gla(q, k, v, g, initial_state, scale: float):
     """Reference recurrence in float32.
 

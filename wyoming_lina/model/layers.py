@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+GEMV_MAX_ROWS = 8  # the Triton GEMV keeps every row in registers: at most this many
+
+
 def gemv_wins(rows: int, n: int) -> bool:
     """Whether the Triton GEMV beats cuBLAS for [rows, k] x [n, k]^T (bench/tune_gemv.py --sweep
     on an H200, Lina's shapes): at 1-2 rows always (2.6-4.0 vs 3.9-7.7 us per product); at 3-4
     rows for outputs of up to 1024 columns; up to 8 rows for a width cuBLAS tiles badly (the
     logits head's 4099); never beyond."""
-    return rows <= 2 or (rows <= 4 and n <= 1024) or (rows <= 8 and n % 64 != 0)
+    return rows <= 2 or (rows <= 4 and n <= 1024) or (rows <= GEMV_MAX_ROWS and n % 64 != 0)
 
 
 def project(x: torch.Tensor, w: torch.Tensor, small_batch_gemv: bool = False) -> torch.Tensor:

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..triton_support import triton_available
 from .config import LinaConfig
 from .cross_attention import BlindCrossAttention, TextContext
 from .gla import GLABlock
-from .kernels import triton_available
 from .layers import project
 from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_ROWS = 8  # registers hold every row; layers.gemv_wins says where this kernel is used
+from .layers import GEMV_MAX_ROWS as MAX_ROWS  # layers.gemv_wins says where this kernel is used
 
 
 @triton.jit
