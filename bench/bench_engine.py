@@ -52,6 +52,30 @@ def cuda_time(fn, iters: int, stream: torch.cuda.Stream | None = None) -> float:
     return statistics.median(times)
 
 
+def graph_time(fn, reps: int = 10, iters: int = 30) -> float:
+    """Median microseconds of one fn() replayed from a CUDA graph of reps calls (launch gaps
+    inside the graph count, as they do in the served step)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1000 / reps)
+    return statistics.median(times)
+
+
 def make_batch(model, B: int, text_len: int) -> ActiveBatch:
     dev = model.device
     text = torch.randint(3, 200, (B, text_len), device=dev)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from bench_engine import graph_time  # noqa: E402
 
 from wyoming_lina.model import triton_gemv  # noqa: E402
 from wyoming_lina.model.layers import project  # noqa: E402
@@ -27,29 +29,6 @@ from wyoming_lina.model.layers import project  # noqa: E402
 # (N, K) of the products in one step of the full-size model, in order
 LAYER = [(3584, 1024), (1024, 1024), (2816, 1024), (1024, 1408)]
 CHAIN = LAYER * 6 + [(1024, 1024)] + LAYER * 7 + [(4099, 1024)]
-
-
-def graph_time(fn, reps: int = 10, iters: int = 30) -> float:
-    """Median microseconds of one fn() when replayed from a CUDA graph of reps calls."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) * 1000 / reps)
-    return statistics.median(times)
 
 
 @torch.inference_mode()  # as the engine steps: layers.project takes the GEMV only without autograd

@@ -9,13 +9,15 @@ per call, so the table also gives the effective memory bandwidth.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from bench_engine import graph_time  # noqa: E402
 
 from wyoming_lina.model import triton_step  # noqa: E402
 
@@ -38,25 +40,7 @@ def main() -> None:
         for warps in (1, 2, 4, 8, 16):
             triton_step.num_warps = lambda dk, dv, w=warps: w
             fn = lambda: triton_step.gla_decode_step(proj, *conv, *weights, state, bias, norm, DK**-0.5, 1e-5, torch.bfloat16)  # noqa: E731
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    fn()  # compile / warm up outside the graph
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()  # launched eagerly the op is bound by Python dispatch
-            with torch.cuda.graph(graph):
-                for _ in range(20):
-                    fn()
-            times = []
-            for _ in range(30):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                graph.replay()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b) * 1000 / 20)  # us per call
-            t = statistics.median(times)
+            t = graph_time(fn, reps=20)  # launched eagerly the op is bound by Python dispatch
             print(f"| {B} | {warps} | {t:.1f} | {2 * state.numel() * 4 / t / 1e3:.0f} |", flush=True)
     triton_step.num_warps = original
 
