@@ -282,6 +282,22 @@ async def test_audio_and_ends_stay_in_order_while_the_codec_lags(model, codec, v
     assert not engine._decodes and not engine._log and not engine.batch.rows
 
 
+async def test_no_step_is_launched_past_every_rows_frame_limit(model, codec, vec):
+    """With steps queued ahead of the host, the engine must not launch steps nobody needs: once
+    every row meets its frame limit in a launched step, it stops stepping (at 256 rows each
+    wasted step costs ~1.8 ms of GPU), and each row still gets exactly its frames."""
+    from wyoming_lina.engine.graphed_step import GraphConfig
+
+    jobs = [GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i)) for i, (t, n) in enumerate(zip(texts(vec), (10, 7)))]
+    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
+    engine = Engine(model, StreamingDecoder(codec), graphs=graphs, decode_interval=5, pipeline_depth=3)
+    handles = [engine.submit(job) for job in jobs]
+    audio = await run_all(engine, handles)
+    assert [len(a) for a in audio] == [h.stats.frames * 320 for h in handles]
+    assert handles[0].stats.stop_reason == "max_frames" and handles[0].stats.frames == 10
+    assert engine.steps == 10  # not 10 + the 3 steps that were queued when the host saw the limit
+
+
 def test_engine_options_per_device():
     from wyoming_lina.engine import streaming_config_for
     from wyoming_lina.engine.loop import engine_options
@@ -329,11 +345,11 @@ async def test_prompt_requests_admitted_together_prefill_in_capped_batches(model
 
 def test_queued_steps_grow_with_the_batch(model, codec):
     """At small batch the host keeps up and every queued step delays a first window or an EOS:
-    4 at most; at 256 rows the CUDA setting's 16."""
+    4 at most; at 256 rows the CUDA setting's 32."""
     from wyoming_lina.engine.loop import engine_options
 
     deep = Engine(model, StreamingDecoder(codec), pipeline_depth=engine_options("cuda")["pipeline_depth"])
-    assert [deep.queued_steps(n) for n in (1, 32, 64, 128, 256)] == [4, 4, 4, 8, 16]
+    assert [deep.queued_steps(n) for n in (1, 32, 64, 128, 256)] == [4, 4, 8, 16, 32]
     assert Engine(model, StreamingDecoder(codec)).queued_steps(256) == 1  # CPU: no queue
 
 

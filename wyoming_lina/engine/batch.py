@@ -12,6 +12,7 @@ import torch
 
 from ..model import LinaState, TextContext
 from .job import JobHandle
+from .transfer import to_device
 
 
 @dataclass
@@ -58,7 +59,7 @@ class ActiveBatch:
             for name in self._TENSORS:
                 setattr(self, name, None)
             return
-        idx = torch.tensor(indices, device=self.next_tokens.device)
+        idx = to_device(indices, self.next_tokens.device, torch.long)  # no sync: steps may be queued
         self.ctx = self.ctx.select(idx)
         self.state = self.state.select(idx)
         for name in self._TENSORS:

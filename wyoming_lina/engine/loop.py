@@ -31,6 +31,7 @@ from .decoding import LaunchedDecode, StreamingDecoder
 from .graphed_step import GraphConfig, GraphedStep
 from .job import GenerationJob, JobHandle, deliver_all
 from .sampling import sample_tokens
+from .transfer import to_device
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _prompt_length(job: GenerationJob) -> int:
 
 def engine_options(device_type: str, *, compile: bool = True) -> dict:
     """How the loop runs on this device: CUDA replays graphed steps (one Triton kernel per GLA
-    layer) with 4 to 16 steps queued ahead of the host's token processing (more at large batch),
+    layer) with 4 to 32 steps queued ahead of the host's token processing (more at large batch),
     batches codec decodes over 16 steps (213 ms of audio; a row's first audio is decoded as soon
     as it is ready), admits up to 256 requests per iteration (one text-encoder pass per group of
     one prompt length, prompt prefills in padded batches of up to 32); the CPU runs the plain step
@@ -53,7 +54,7 @@ def engine_options(device_type: str, *, compile: bool = True) -> dict:
             "graphs": GraphConfig(compile=compile, kernel=kernel),
             "decode_interval": 16,
             "pad_prefill": True,
-            "pipeline_depth": 16,
+            "pipeline_depth": 32,
             "max_admit_per_step": 256,
             "max_prefill_batch": 32,
         }
@@ -103,6 +104,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.steps = 0
+        self._limit_step = 0  # the step at which every admitted row has met its frame limit
         self.decode_interval = decode_interval  # batch streaming decodes over this many steps
         self.pad_prefill = pad_prefill  # prefill batches padded to powers of two (see padded_batch)
         # encoder half of each voice prompt's prefill (text-independent), most recent last
@@ -115,6 +117,7 @@ class Engine:
         # rows, an admission) does not leave the GPU idle. A row that ends at step t runs the
         # next ones too; those tokens are ignored.
         self.pipeline_depth = max(1, pipeline_depth)
+        self.rows_per_queued_step = 8  # queued_steps: one more step may wait per this many rows
         self._cancel_seen = False  # a handle was cancelled since the last scan
         self._next_deadline = math.inf  # earliest deadline of a row in the batch
         self._inflight: collections.deque = collections.deque()
@@ -281,8 +284,10 @@ class Engine:
         self._hand_out_audio()
         self._drop_finished_or_cancelled()
         self._admit()
-        if self.batch.rows:
+        if self.batch.rows and self.steps < self._limit_step:
             self._step()
+        elif self.batch.rows:  # every row meets its frame limit in a step already queued: launch no more
+            self._flush_inflight()
         else:
             self._flush_inflight()
             self._flush_log()  # only the discarded extra steps of ended rows can be left
@@ -361,6 +366,7 @@ class Engine:
             row.first_step = self.steps + 1  # the next step samples its first token
             self._due[row.first_step + first_window - 1].append(row)  # its first audio is decodable
             self._due[row.first_step + row.handle.job.max_frames - 1].append(row)  # its frame limit
+            self._limit_step = max(self._limit_step, row.first_step + row.handle.job.max_frames - 1)
 
     def _prepare(self, handles: list[JobHandle]) -> ActiveBatch:
         """Encode the texts and prefill the voice prompts (all of one length) in ONE parallel pass."""
@@ -370,8 +376,9 @@ class Engine:
         text = np.zeros((len(jobs), n), dtype=np.int64)
         for i, job in enumerate(jobs):
             text[i, : len(job.text_ids)] = job.text_ids
-        text = torch.from_numpy(text).to(dev)
-        lengths = torch.tensor([len(job.text_ids) for job in jobs]).to(dev)
+        # every host -> GPU copy here is queued without a sync (transfer.py): steps may be queued
+        text = to_device(text, dev)
+        lengths = to_device([len(job.text_ids) for job in jobs], dev, torch.long)
         mask = torch.arange(n, device=dev)[None, :] < lengths[:, None]
         ctx = model.encode_text(text, mask)
         if not _prompt_length(jobs[0]):  # one initial state per run of requests with the same voice
@@ -390,10 +397,10 @@ class Engine:
                 state = model.prefill_from_encoded(ctx.select(rows), encoded[rows], state.select(rows))
                 state = state.select(slice(0, n))
             last = torch.stack([job.prompt_codes[-1] for job in jobs]).long()
-            next_tokens = last.to(dev) + N_SPECIAL_AUDIO
+            next_tokens = to_device(last, dev) + N_SPECIAL_AUDIO
         seeds = [j.sampling.seed if j.sampling.seed is not None else random.getrandbits(62) for j in jobs]
-        ints = torch.tensor([[j.sampling.top_k for j in jobs], seeds], dtype=torch.long).to(dev, non_blocking=True)
-        floats = torch.tensor([[j.sampling.top_p for j in jobs], [j.sampling.temperature for j in jobs]]).to(dev, non_blocking=True)
+        ints = to_device([[j.sampling.top_k for j in jobs], seeds], dev, torch.long)
+        floats = to_device([[j.sampling.top_p for j in jobs], [j.sampling.temperature for j in jobs]], dev, torch.float32)
         return ActiveBatch(
             rows=[Row(handle=h, seed=seed, decoder=self.decoder.open()) for h, seed in zip(handles, seeds)],
             ctx=ctx,
@@ -415,7 +422,7 @@ class Engine:
         if hit is not None:
             self._prompt_cache.move_to_end(key)
             return hit[2], hit[3]
-        codes = job.prompt_codes.long().to(self.device) + N_SPECIAL_AUDIO
+        codes = to_device(job.prompt_codes, self.device, torch.long) + N_SPECIAL_AUDIO
         inputs = torch.cat([torch.full_like(codes[:1], BOS), codes[:-1]])[None]
         encoded, state = self.model.encode_audio(inputs, self.model.init_state(1, job.initial_state))
         self._prompt_cache[key] = (job.prompt_codes, job.initial_state, encoded, state)
@@ -451,7 +458,7 @@ class Engine:
         """How many launched steps may wait for the host: at most ``pipeline_depth``, and at
         small batch no more than 4 (a step is short there and the host keeps up; every queued
         step delays noticing a row's first window or EOS by one step)."""
-        return min(self.pipeline_depth, max(4, rows // 16))
+        return min(self.pipeline_depth, max(4, rows // self.rows_per_queued_step))
 
     def _flush_inflight(self) -> None:
         while self._inflight:
