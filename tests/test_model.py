@@ -318,6 +318,13 @@ def test_fused_projections_compute_the_same_and_keep_the_state_dict(lina_dir, ve
     assert any(m.padded_out.shape[1] > m.p_out.weight.shape[1] for m in mlps), hidden  # padding exercised
     after = model.teacher_forced_logits(vec["text_ids"], vec["audio_in"])
     torch.testing.assert_close(after, before, atol=2e-5, rtol=0)
+    vocab = model.logits_head.weight.shape[1]
+    assert model.padded_head.shape[0] % 64 == 0 and model.padded_head.shape[0] > vocab  # padding exercised
+    assert vec["audio_in"].shape[1] > 8  # more rows than the GEMV takes: the padded head's case
+    with torch.inference_mode():  # inference only: the padded copy would not pass gradients to the head
+        padded = model.teacher_forced_logits(vec["text_ids"], vec["audio_in"])
+    assert padded.shape == before.shape
+    torch.testing.assert_close(padded, before, atol=2e-5, rtol=0)
     ctx = model.encode_text(vec["text_ids"])
     steps, _ = step_through(model, ctx, vec["audio_in"], model.init_state(1))
     torch.testing.assert_close(steps, vec["logits_steps"], atol=LOGIT_ATOL, rtol=0)

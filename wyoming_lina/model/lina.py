@@ -17,7 +17,7 @@ from ..triton_support import triton_available
 from .config import LinaConfig
 from .cross_attention import BlindCrossAttention, TextContext
 from .gla import GLABlock
-from .layers import project
+from .layers import GEMV_MAX_ROWS, project
 from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder
 
@@ -70,14 +70,23 @@ class LinaModel(nn.Module):
         self.rvq_embed = _Weight(1, cfg.audio_vocab, d)
         self.logits_head = _Weight(1, cfg.out_vocab, d)
         self.attentive_rnn = AttentiveRNN(cfg)
+        self.register_buffer("padded_head", None, persistent=False)  # see fuse_projections
 
     small_batch_gemv = False  # see layers.project()
+    HEAD_MULTIPLE = 64
 
     def fuse_projections(self, small_batch_gemv: bool | None = None) -> "LinaModel":
         """Inference speed-ups (same results up to float rounding): every GLA layer computes
         q/k/v/g with one GEMM, the MLP hidden size is padded for aligned GEMMs, and on CUDA
         (``small_batch_gemv=None``: when Triton is there) products of a few rows use the Triton GEMV
-        kernel where it beats cuBLAS (``layers.gemv_wins``)."""
+        kernel where it beats cuBLAS (``layers.gemv_wins``). The logits head's 4099 rows are padded
+        with zero rows to a multiple of 64 for the batches the GEMV does not take: for the odd width
+        cuBLAS has only an unaligned kernel (30 us per step at batch 256 on an H200). Inference-time
+        copies (not in the state_dict); call again if the weights change."""
+        with torch.no_grad():
+            head = self.logits_head.weight[0]
+            rows = -(-head.shape[0] // self.HEAD_MULTIPLE) * self.HEAD_MULTIPLE
+            self.padded_head = torch.cat([head, head.new_zeros(rows - head.shape[0], head.shape[1])])
         if small_batch_gemv is None:
             small_batch_gemv = self.device.type == "cuda" and triton_available()
         for module in self.modules():
@@ -111,7 +120,10 @@ class LinaModel(nn.Module):
         return initial_lina_state(self.config, batch, initial_state, self.device)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return project(hidden, self.logits_head.weight[0], self.small_batch_gemv).float()
+        head = self.logits_head.weight[0]
+        if self.padded_head is None or torch.is_grad_enabled() or hidden.numel() // hidden.shape[-1] <= GEMV_MAX_ROWS:
+            return project(hidden, head, self.small_batch_gemv).float()
+        return project(hidden, self.padded_head, self.small_batch_gemv)[..., : head.shape[0]].float()
 
     def forward_audio(self, ctx: TextContext, audio_ids: torch.Tensor, state: LinaState, kernel: str | None = None):
         """Parallel pass: audio_ids [B, T] (BOS-first token ids) -> logits [B, T, V], new state.
