@@ -246,6 +246,21 @@ def test_backbone_and_decode(codec, vec, case):
     torch.testing.assert_close(wav, vec[f"wav_out{case}"], atol=WAV_ATOL, rtol=0)
 
 
+def test_folded_layer_scales_decode_the_same_and_keep_the_state_dict(codec_dir, vec):
+    """The engine folds each ConvNeXt block's gamma into its second pointwise layer (one
+    elementwise pass less per block): the decode must still reproduce upstream's audio."""
+    codec = load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
+    keys = set(codec.state_dict())
+    codec.backbone.fold_layer_scales()
+    assert set(codec.state_dict()) == keys
+    assert all(block.scaled_pw2_weight is not None for block in codec.backbone.convnext)
+    for case in CASES:
+        with torch.inference_mode():
+            backbone_out = codec.backbone(vec[f"features{case}"], 0)
+        torch.testing.assert_close(backbone_out, vec[f"backbone_out{case}"], atol=BACKBONE_ATOL, rtol=0)
+        torch.testing.assert_close(codec.decode(vec[f"codes{case}"][0]), vec[f"wav_out{case}"], atol=WAV_ATOL, rtol=0)
+
+
 def test_bandwidth_id_picks_adaln_rows(codec, vec):
     wav = codec.decode(vec["codes"][0], bandwidth_id=3)
     torch.testing.assert_close(wav, vec["wav_out_bw3"], atol=WAV_ATOL, rtol=0)
