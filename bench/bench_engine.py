@@ -192,8 +192,9 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] * 1000
 
 
-async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> list[str]:
+async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool, timeline: bool = False) -> list[str]:
     engine = build_engine(model, codec, graphs)
+    timeline_rows: list[str] = []
     dev = model.device
     prompt = torch.randint(0, 4096, (375,))
     prompt_text = "this is a five second voice prompt that was recorded in a quiet room at home"
@@ -236,13 +237,21 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool) -> l
     for streams in ((1, 8, 64) if quick else (1, 8, 64, 256)):
         torch.cuda.reset_peak_memory_stats()
         _, audio_first, wall_first = await run_jobs(engine, [job("state", frames, 1000 + i) for i in range(streams)])
-        _, audio_s, wall = await run_jobs(engine, [job("state", frames, 2000 + i) for i in range(streams)])
+        second = [job("state", frames, 2000 + i) for i in range(streams)]
+        if timeline and streams == 256:
+            from gpu_timeline import recording
+
+            with recording() as recorded:
+                _, audio_s, wall = await run_jobs(engine, second)
+            timeline_rows = ["", f"GPU timeline of the second run at {streams} streams:", ""] + recorded.summary()
+        else:
+            _, audio_s, wall = await run_jobs(engine, second)
         peak = torch.cuda.max_memory_allocated() / 2**30
         rows.append(
             f"| {label} | {streams} | {audio_s:.1f} | {wall:.2f} | {wall / audio_s:.4f} | {audio_s / wall:.0f} | {audio_first / wall_first:.0f} | {peak:.2f} |"
         )
     engine.stop()
-    return rows
+    return rows + timeline_rows
 
 
 async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: int) -> list[str]:
@@ -329,6 +338,7 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", action="store_true", help="only profile one eager step")
     parser.add_argument("--engine-only", action="store_true", help="skip the step-latency and prefill tables")
+    parser.add_argument("--timeline", action="store_true", help="record the GPU's kernels during the second 256-stream run")
     parser.add_argument("--no-fuse", action="store_true", help="keep q/k/v/g as four GEMMs (as before fusing)")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
@@ -351,7 +361,7 @@ def main() -> None:
         print()
         print("| what | time |\n|---|---|\n" + prefill_time(model, 375))
         print()
-    print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, args.quick, graphs=True))))
+    print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, args.quick, graphs=True, timeline=args.timeline))))
     if not args.skip_baseline:
         print()
         print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, True, graphs=False))))

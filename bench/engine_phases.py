@@ -90,6 +90,12 @@ async def main_async(args) -> None:
     cfg = model.config.gla
     state = InitialState([0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, device="cuda") for _ in range(2 * model.config.n_layer)])
     text_ids = [1] + [5 + i % 200 for i in range(70)] + [2]
+    if args.sentence:  # bench_engine's text: with random weights some rows then end early at EOS
+        from bench_engine import SENTENCE
+
+        from wyoming_lina.text import LinaTokenizer
+
+        text_ids = LinaTokenizer(fixtures / "lina-tiny/bpe256.json").encode(SENTENCE.lower())
 
     def job(frames: int, seed: int) -> GenerationJob:
         return GenerationJob(text_ids, max_frames=frames, sampling=SamplingOptions(top_k=100, seed=seed), initial_state=state)
@@ -101,8 +107,14 @@ async def main_async(args) -> None:
     gc.freeze()
     instrument(engine)
     profiler = None
-    settings = [(d, a) for d in args.depth or [engine.pipeline_depth] for a in args.admit or [engine.max_admit_per_step]]
-    for round_, (depth, admit) in enumerate((d, a) for d, a in settings for _ in range(args.rounds)):
+    settings = [
+        (d, a, r)
+        for d in args.depth or [engine.pipeline_depth]
+        for a in args.admit or [engine.max_admit_per_step]
+        for r in args.rows_per_step or [engine.rows_per_queued_step]
+    ]
+    for round_, (depth, admit, per_step) in enumerate(s for s in settings for _ in range(args.rounds)):
+        engine.rows_per_queued_step = per_step
         if (depth, admit) != (engine.pipeline_depth, engine.max_admit_per_step):
             engine.pipeline_depth, engine.max_admit_per_step = depth, admit
             engine._host_tokens = [torch.zeros_like(engine._host_tokens[0]).pin_memory() for _ in range(depth + 1)]
@@ -122,17 +134,51 @@ async def main_async(args) -> None:
 
             engine.run_once = profiled
         TIMES.clear()
+        slow: list = []
+        if args.slow and last:
+            traced_once = engine.run_once
+
+            def traced():
+                before = {k: v[1] for k, v in TIMES.items()}
+                t = time.perf_counter()
+                try:
+                    traced_once()
+                finally:
+                    d = time.perf_counter() - t
+                    if d > args.slow / 1000:
+                        spent = sorted(((v[1] - before.get(k, 0.0), k.strip()) for k, v in TIMES.items()), reverse=True)[:4]
+                        slow.append((t - round_t0, d, engine.steps, spent))
+
+            engine.run_once = traced
+        round_t0 = time.perf_counter()
         steps0 = engine.steps
-        _, audio_s, wall = await run_jobs(engine, [job(args.frames, 1000 + i) for i in range(args.streams)])
+        jobs = [job(args.frames, 1000 + i) for i in range(args.streams)]
+        if args.timeline and last:
+            from gpu_timeline import recording
+
+            with recording(host=args.timeline_host) as timeline:
+                _, audio_s, wall = await run_jobs(engine, jobs)
+        else:
+            _, audio_s, wall = await run_jobs(engine, jobs)
         steps = engine.steps - steps0
-        print(f"\n{args.streams} streams x {args.frames} frames, pipeline depth {depth}, admit {admit}: {audio_s:.1f} s "
+        if slow:
+            engine.run_once = traced_once
+            print(f"\n{len(slow)} engine iterations over {args.slow} ms (s from submit, ms, steps launched, where the time went):")
+            for at, d, n, spent in slow[:40]:
+                print(f"  {at:.3f} s  {1000 * d:.1f} ms  step {n - steps0}: " + ", ".join(f"{k} {1000 * v:.1f}" for v, k in spent if v > 0.0005))
+        print(f"\n{args.streams} streams x {args.frames} frames, pipeline depth {depth} ({engine.queued_steps(args.streams)} queued), admit {admit}: {audio_s:.1f} s "
               f"of audio in {wall:.3f} s = {audio_s / wall:.0f}x real time; {steps} steps, {1000 * wall / steps:.3f} ms per step")  # fmt: skip
         if args.brief:
             continue
         print("| phase | calls | total s | ms per call |\n|---|---|---|---|")
         for label, (n, t) in TIMES.items():
             print(f"| {label} | {n} | {t:.3f} | {1000 * t / max(n, 1):.3f} |")
+    if args.sync_check:
+        await sync_check(engine, job, text_ids)
     engine.stop()
+    if args.timeline:
+        print("\n## GPU timeline of the last round (torch.profiler; the profiler adds some host time)\n")
+        print("\n".join(timeline.summary()))
     if profiler is not None:
         import pstats
 
@@ -149,6 +195,38 @@ async def main_async(args) -> None:
         print("\n".join(kernel_table(lambda _: codec.decode(codes), None, replays=5)))
 
 
+async def sync_check(engine, job, text_ids) -> None:
+    """Run a load with rows joining (state and prompt voices) and leaving mid-run under
+    torch.cuda.set_sync_debug_mode("warn"): every implicit host-GPU synchronisation inside the
+    engine (a pageable copy, an .item()) drains the queued steps, so there should be none."""
+    import warnings
+
+    prompt = torch.randint(0, 4096, (375,))
+    engine.warm_prefill()  # as the server does at start-up (FLA autotunes per batch size)
+    warm = GenerationJob(text_ids, max_frames=4, sampling=SamplingOptions(top_k=100, seed=1), prompt_codes=prompt)
+    await run_jobs(engine, [warm])  # the voice's encoder pass is cached, as for any known voice
+    first = [engine.submit(job(120 + 8 * (i % 8), 5000 + i)) for i in range(64)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            await asyncio.sleep(0.05)  # the first rows are generating: later ones join mid-run
+            late = [engine.submit(job(60, 6000 + i)) for i in range(8)]
+            late += [
+                engine.submit(GenerationJob(text_ids, max_frames=60, sampling=SamplingOptions(top_k=100, seed=7000 + i), prompt_codes=prompt))
+                for i in range(8)
+            ]
+            for h in first + late:
+                async for _ in h:
+                    pass
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+    print(f"\nsync check (64 rows, 16 joining mid-run, rows leaving at 8 different steps): {len(syncs)} implicit synchronisations")
+    for w in syncs[:10]:
+        print(f"  {w.filename}:{w.lineno}: {str(w.message)[:160]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--fixtures", default=str(HERE.parent.parent / "shared/fixtures"))
@@ -157,8 +235,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--depth", type=int, action="append", help="pipeline depths to compare (default: the engine's)")
     parser.add_argument("--admit", type=int, action="append", help="admissions per iteration to compare (default: the engine's)")
+    parser.add_argument("--rows-per-step", type=int, action="append", help="Engine.rows_per_queued_step values to compare")
     parser.add_argument("--brief", action="store_true", help="only the wall/throughput line per round")
     parser.add_argument("--cprofile", action="store_true", help="also profile the engine thread's Python (cProfile, last round)")
+    parser.add_argument("--timeline", action="store_true", help="also record the GPU's kernels in the last round: busy/idle time per stream")
+    parser.add_argument("--sentence", action="store_true", help="bench_engine's 12-word sentence as the text (rows may end at EOS)")
+    parser.add_argument("--sync-check", action="store_true", help="count implicit host-GPU syncs in the engine thread (rows joining and leaving mid-run)")
+    parser.add_argument("--slow", type=float, default=0, help="list the last round's engine iterations longer than this many ms")
+    parser.add_argument("--timeline-host", action="store_true", help="with --timeline: also the host's CUDA runtime calls")
     parser.add_argument("--codec-profile", action="store_true", help="also list the kernels of one batched codec decode")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
