@@ -74,7 +74,7 @@ def main() -> None:
             sync_streams[i].push(codes[i, t : t + 16])
         jobs = decoder.windows((i, async_streams[i], final) for i in range(streams))
         if jobs:
-            launched.append(decoder.launch(jobs))
+            launched.extend(decoder.launch(jobs))
         windows = [(i, w) for i in range(streams) for w in iter(lambda i=i: sync_streams[i].next_window(final=final), None)]
         if windows:
             audio = codec.decode_windows([w for _, w in windows])

@@ -256,7 +256,8 @@ class _LaggingDecoder(StreamingDecoder):
 
     def launch(self, jobs):
         launched = super().launch(jobs)
-        launched.event = _LateEvent(self.lag)
+        for part in launched:
+            part.event = _LateEvent(self.lag)
         self.launches += 1
         return launched
 

@@ -54,7 +54,7 @@ class LaunchedDecode:
         out: dict[int, tuple[object, list[np.ndarray]]] = {}
         for (row, stream, window), samples in zip(self.jobs, self.audio):
             out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))
-        return [(row, np.concatenate(pieces)) for row, pieces in out.values()]
+        return [(row, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)) for row, pieces in out.values()]
 
 
 class StreamingDecoder:
@@ -94,9 +94,14 @@ class StreamingDecoder:
         return jobs
 
     @torch.inference_mode()
-    def launch(self, jobs: list[tuple[object, CodecStream, Window]]) -> LaunchedDecode:
-        """Decode the windows (equal sizes batched); on CUDA asynchronously on the codec stream."""
-        audio: list[torch.Tensor | None] = [None] * len(jobs)
+    def launch(self, jobs: list[tuple[object, CodecStream, Window]]) -> list[LaunchedDecode]:
+        """Decode the windows (equal sizes batched); on CUDA asynchronously on the codec stream.
+
+        Hand the results out in the order returned. On CUDA, when every window belongs to a
+        different row (the usual case), each batched call is its own ``LaunchedDecode`` with its
+        own event, so the host takes the audio of the first calls while the GPU decodes the rest
+        (at 256 rows: four calls of 64 windows, ~12 ms of GPU each)."""
+        audio: list = [None] * len(jobs)
         by_size: dict[int, list[int]] = {}
         for i, (_, _, window) in enumerate(jobs):
             by_size.setdefault(window.size, []).append(i)
@@ -106,8 +111,8 @@ class StreamingDecoder:
                 decoded = self.codec.decode(codes, check=False).float().cpu().numpy()
                 for k, i in enumerate(indices):
                     audio[i] = decoded[k]
-            return LaunchedDecode(jobs, audio)  # type: ignore[arg-type]
-        keep = []
+            return [LaunchedDecode(jobs, audio)]
+        parts: list[LaunchedDecode] = []
         chunk = self.graphs.max_batch if self.graphs is not None else 64
         with torch.cuda.stream(self.stream):
             for indices in by_size.values():
@@ -119,10 +124,12 @@ class StreamingDecoder:
                         decoded = self.codec.decode(codes.to(self.codec.device, non_blocking=True), check=False)
                     host = torch.empty(decoded.shape, dtype=torch.float32, pin_memory=True)
                     host.copy_(decoded, non_blocking=True)
-                    keep += [codes, host]
                     rows = host.numpy()  # views, read once the event says the copy is done
                     for k, i in enumerate(part):
                         audio[i] = rows[k]
-            event = torch.cuda.Event()
-            event.record(self.stream)
-        return LaunchedDecode(jobs, audio, event, keep)  # type: ignore[arg-type]
+                    event = torch.cuda.Event()
+                    event.record(self.stream)
+                    parts.append(LaunchedDecode([jobs[i] for i in part], [audio[i] for i in part], event, [codes, host]))
+        if len({id(row) for row, _, _ in jobs}) < len(jobs):  # a row's windows must be taken in order
+            return [LaunchedDecode(jobs, audio, parts[-1].event, [t for p in parts for t in p.keep_alive])]
+        return parts

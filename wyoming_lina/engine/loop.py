@@ -496,7 +496,7 @@ class Engine:
         due = [row for row in rows if not row.handle.done] if periodic else first + ended
         jobs = self.decoder.windows((row, row.decoder, row.ended) for row in due)
         if jobs:
-            self._decodes.append(self.decoder.launch(jobs))
+            self._decodes.extend(self.decoder.launch(jobs))
         if ended:  # leave the batch now; their callers hear the end after their last audio
             self.batch.keep([i for i, row in enumerate(self.batch.rows) if not row.ended])
             self._decodes.append(ended)
