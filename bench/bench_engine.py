@@ -16,6 +16,7 @@ import gc
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -187,6 +188,43 @@ async def run_jobs(engine, jobs):
     return ttfa, sum(samples) / 24000, wall
 
 
+@contextmanager
+def host_diagnosis(engine):
+    """Count what can stall the engine thread during a run: garbage collections (per
+    generation, with their time; they hold the GIL) and eager codec decodes (windows that no
+    captured graph fits: a stream's last window when it is shorter than the steady window)."""
+    stats = {"gc_n": [0, 0, 0], "gc_ms": [0.0, 0.0, 0.0], "eager_decodes": 0}
+    started = {}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif "t" in started:
+            g = info["generation"]
+            stats["gc_n"][g] += 1
+            stats["gc_ms"][g] += 1000 * (time.perf_counter() - started.pop("t"))
+
+    codec = engine.decoder.codec
+    decode = codec.decode
+
+    def counted(*args, **kwargs):
+        stats["eager_decodes"] += 1
+        return decode(*args, **kwargs)
+
+    gc.callbacks.append(on_gc)
+    codec.decode = counted
+    try:
+        yield stats
+    finally:
+        gc.callbacks.remove(on_gc)
+        del codec.decode
+
+
+def describe_host(stats) -> str:
+    gcs = ", ".join(f"gen{g} {n} ({ms:.0f} ms)" for g, (n, ms) in enumerate(zip(stats["gc_n"], stats["gc_ms"])))
+    return f"garbage collections {gcs}; eager codec decodes {stats['eager_decodes']}"
+
+
 def pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] * 1000
@@ -195,6 +233,7 @@ def pct(values, q):
 async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool, timeline: bool = False) -> list[str]:
     engine = build_engine(model, codec, graphs)
     timeline_rows: list[str] = []
+    host_rows: list[str] = []
     dev = model.device
     prompt = torch.randint(0, 4096, (375,))
     prompt_text = "this is a five second voice prompt that was recorded in a quiet room at home"
@@ -236,22 +275,25 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool, time
     frames = 300 if quick else 600
     for streams in ((1, 8, 64) if quick else (1, 8, 64, 256)):
         torch.cuda.reset_peak_memory_stats()
-        _, audio_first, wall_first = await run_jobs(engine, [job("state", frames, 1000 + i) for i in range(streams)])
+        with host_diagnosis(engine) as first_host:
+            _, audio_first, wall_first = await run_jobs(engine, [job("state", frames, 1000 + i) for i in range(streams)])
         second = [job("state", frames, 2000 + i) for i in range(streams)]
-        if timeline and streams == 256:
-            from gpu_timeline import recording
+        with host_diagnosis(engine) as second_host:
+            if timeline and streams == 256:
+                from gpu_timeline import recording
 
-            with recording() as recorded:
+                with recording() as recorded:
+                    _, audio_s, wall = await run_jobs(engine, second)
+                timeline_rows = ["", f"GPU timeline of the second run at {streams} streams:", ""] + recorded.summary()
+            else:
                 _, audio_s, wall = await run_jobs(engine, second)
-            timeline_rows = ["", f"GPU timeline of the second run at {streams} streams:", ""] + recorded.summary()
-        else:
-            _, audio_s, wall = await run_jobs(engine, second)
+        host_rows.append(f"- {streams} streams: first run {describe_host(first_host)}; second run {describe_host(second_host)}")
         peak = torch.cuda.max_memory_allocated() / 2**30
         rows.append(
             f"| {label} | {streams} | {audio_s:.1f} | {wall:.2f} | {wall / audio_s:.4f} | {audio_s / wall:.0f} | {audio_first / wall_first:.0f} | {peak:.2f} |"
         )
     engine.stop()
-    return rows + timeline_rows
+    return rows + ["", "Engine-thread stalls per load:"] + host_rows + timeline_rows
 
 
 async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: int) -> list[str]:
