@@ -2,7 +2,7 @@
 
     x = embed(f)                       conv k7, (B, 512, T) -> (B, 768, T)
     x = pos_net(x)                     ResnetBlock x2, AttnBlock, ResnetBlock x2, GroupNorm
-    x = AdaLN(x, bid)                  layer_norm (no affine) * scale[bid] + shift[bid], -> (B, T, 768)
+    x = AdaLN(x, bid)                  layer_norm with scale[bid], shift[bid] as its affine, -> (B, T, 768)
     x = ConvNeXt(x, bid) x num_layers  in (B, T, C): no layout changes between blocks
     x = final_layer_norm(x)            -> (B, T, 768)
 
@@ -91,7 +91,6 @@ def depthwise_conv_over_time(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 
         return depthwise_conv_time(x, conv.weight, conv.bias, conv.padding[0])
     return dwconv_channels_last(x, conv)
-
 
 
 def dwconv_channels_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:

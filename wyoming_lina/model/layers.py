@@ -14,6 +14,12 @@ from torch import nn
 GEMV_MAX_ROWS = 8  # the Triton GEMV keeps every row in registers: at most this many
 
 
+def aligned_width(n: int) -> int:
+    """n rounded up to a multiple of 64: odd GEMM widths (Lina's MLP 1365, its logits head 4099)
+    leave cuBLAS only its unaligned kernels, so the fused inference copies pad them with zeros."""
+    return -(-n // 64) * 64
+
+
 def gemv_wins(rows: int, n: int) -> bool:
     """Whether the Triton GEMV beats cuBLAS for [rows, k] x [n, k]^T (bench/tune_gemv.py --sweep
     on an H200, Lina's shapes): at 1-2 rows always (2.6-4.0 vs 3.9-7.7 us per product); at 3-4
@@ -60,7 +66,6 @@ class LayerNorm(nn.LayerNorm):
 class SwiGLU(nn.Module):
     """p_out(silu(gate) * x) with gate, x = p_in(x).chunk(2)."""
 
-    HIDDEN_MULTIPLE = 64  # see fuse_projections
     small_batch_gemv = False  # see project()
 
     def __init__(self, d: int, hidden: int):
@@ -78,7 +83,7 @@ class SwiGLU(nn.Module):
         unaligned GEMM kernels (the slowest GEMMs of a GPU step). An inference-time copy (not in
         the state_dict); call again if the weights change."""
         hidden = self.p_out.weight.shape[1]
-        padded = -(-hidden // self.HIDDEN_MULTIPLE) * self.HIDDEN_MULTIPLE
+        padded = aligned_width(hidden)
         w_in, b_in = self.p_in.weight, self.p_in.bias
         self.padded_in = w_in.new_zeros(2 * padded, w_in.shape[1])
         self.padded_in_bias = b_in.new_zeros(2 * padded)

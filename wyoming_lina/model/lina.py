@@ -17,7 +17,7 @@ from ..triton_support import triton_available
 from .config import LinaConfig
 from .cross_attention import BlindCrossAttention, TextContext
 from .gla import GLABlock
-from .layers import GEMV_MAX_ROWS, project
+from .layers import GEMV_MAX_ROWS, aligned_width, project
 from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder
 
@@ -73,7 +73,6 @@ class LinaModel(nn.Module):
         self.register_buffer("padded_head", None, persistent=False)  # see fuse_projections
 
     small_batch_gemv = False  # see layers.project()
-    HEAD_MULTIPLE = 64
 
     def fuse_projections(self, small_batch_gemv: bool | None = None) -> "LinaModel":
         """Inference speed-ups (same results up to float rounding): every GLA layer computes
@@ -85,8 +84,7 @@ class LinaModel(nn.Module):
         copies (not in the state_dict); call again if the weights change."""
         with torch.no_grad():
             head = self.logits_head.weight[0]
-            rows = -(-head.shape[0] // self.HEAD_MULTIPLE) * self.HEAD_MULTIPLE
-            self.padded_head = torch.cat([head, head.new_zeros(rows - head.shape[0], head.shape[1])])
+            self.padded_head = torch.cat([head, head.new_zeros(aligned_width(head.shape[0]) - head.shape[0], head.shape[1])])
         if small_batch_gemv is None:
             small_batch_gemv = self.device.type == "cuda" and triton_available()
         for module in self.modules():
