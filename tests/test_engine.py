@@ -248,6 +248,15 @@ class _LateEvent:
         self.left = -1
 
 
+def queued_engine(model, decoder) -> Engine:
+    """The CUDA loop's bookkeeping run eagerly on the CPU: graphed-step buffers, 3 steps queued
+    ahead of the host, decodes batched over 5 steps."""
+    from wyoming_lina.engine.graphed_step import GraphConfig
+
+    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
+    return Engine(model, decoder, graphs=graphs, decode_interval=5, pipeline_depth=3)
+
+
 class _LaggingDecoder(StreamingDecoder):
     def __init__(self, codec, lag: int):
         super().__init__(codec)
@@ -265,15 +274,13 @@ class _LaggingDecoder(StreamingDecoder):
 async def test_audio_and_ends_stay_in_order_while_the_codec_lags(model, codec, vec):
     """On CUDA the codec runs on its own stream and its audio is handed out steps later: every
     row must still get all its audio, in order, before it hears that it ended."""
-    from wyoming_lina.engine.graphed_step import GraphConfig
 
     jobs = [GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i)) for i, (t, n) in enumerate(zip(texts(vec), (70, 9, 45)))]
     plain = Engine(model, StreamingDecoder(codec))
     expected = await run_all(plain, [plain.submit(job) for job in jobs])
 
     lagging = _LaggingDecoder(codec, lag=7)
-    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
-    engine = Engine(model, lagging, graphs=graphs, decode_interval=5, pipeline_depth=3)
+    engine = queued_engine(model, lagging)
     handles = [engine.submit(job) for job in jobs]
     audio = await run_all(engine, handles)
     assert lagging.launches >= 3
@@ -287,11 +294,9 @@ async def test_no_step_is_launched_past_every_rows_frame_limit(model, codec, vec
     """With steps queued ahead of the host, the engine must not launch steps nobody needs: once
     every row meets its frame limit in a launched step, it stops stepping (at 256 rows each
     wasted step costs ~1.8 ms of GPU), and each row still gets exactly its frames."""
-    from wyoming_lina.engine.graphed_step import GraphConfig
 
     jobs = [GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i)) for i, (t, n) in enumerate(zip(texts(vec), (10, 7)))]
-    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
-    engine = Engine(model, StreamingDecoder(codec), graphs=graphs, decode_interval=5, pipeline_depth=3)
+    engine = queued_engine(model, StreamingDecoder(codec))
     handles = [engine.submit(job) for job in jobs]
     audio = await run_all(engine, handles)
     assert [len(a) for a in audio] == [h.stats.frames * 320 for h in handles]
@@ -409,14 +414,12 @@ async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monke
 async def test_out_of_memory_keeps_the_steps_already_queued_for_the_survivors(model, codec, vec, monkeypatch):
     """With steps queued ahead of the host (CUDA), an out-of-memory failure must not drop the
     queued steps' tokens: the surviving rows keep every frame and end at their frame limit."""
-    from wyoming_lina.engine.graphed_step import GraphConfig
 
     jobs = [GenerationJob(t, max_frames=12, sampling=GREEDY) for t in texts(vec)] + [
         GenerationJob(texts(vec)[0], max_frames=12, sampling=GREEDY)
     ]
     alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs[:2])
-    graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
-    engine = Engine(model, StreamingDecoder(codec), graphs=graphs, decode_interval=5, pipeline_depth=3)
+    engine = queued_engine(model, StreamingDecoder(codec))
     handles = [engine.submit(job) for job in jobs]
     tasks = [asyncio.ensure_future(drain(h)) for h in handles]
     for _ in range(5):  # admitted; steps queued ahead of the host
