@@ -6,7 +6,10 @@ Builds the full-size WavTokenizer (random weights, bf16 backbone) as the engine 
 the window graphs (``StreamingDecoder.capture_graphs``) and, for every grid window size and a few
 batch sizes, compares a graph replay with the eager decode of the same codes (max abs difference)
 and times both (CUDA events, median). Then streams random codes through ``launch`` for many
-streams at once and checks the audio against the synchronous ``decode_windows`` path.
+streams at once and checks the audio against the synchronous ``decode_windows`` path: 96
+streams of 500 codes, and one stream per length from 36 to 340 codes, so that last windows
+of every size occur (counting the windows no captured graph fitted). Last, what a window of a
+size never seen costs when decoded eagerly: its first call and later ones.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def main() -> None:
     print("| window frames | windows | eager ms | graph ms | speed-up | max abs graph vs eager |")
     print("|---|---|---|---|---|---|")
     for size in graphs.sizes:
-        for n in (1, 8, 64):
+        for n in (n for n in (1, 8, 64) if n <= graphs.max_batch(size)):
             codes = torch.randint(0, codec.codebook_size, (n, size)).pin_memory()
             dev = codes.cuda()
             with torch.cuda.stream(stream):
@@ -60,35 +63,78 @@ def main() -> None:
             print(f"| {size} | {n} | {t_eager:.2f} | {t_graph:.2f} | {t_eager / t_graph:.1f}x | {diff:.2e} |", flush=True)
 
     # many streams through launch() (async, graphs) vs the synchronous decode_windows()
-    streams = 96
-    codes = torch.randint(0, codec.codebook_size, (streams, 500))
-    async_streams = [decoder.open() for _ in range(streams)]
-    sync_streams = [decoder.open() for _ in range(streams)]
-    out_async = [[] for _ in range(streams)]
-    out_sync = [[] for _ in range(streams)]
-    launched = []
-    for t in range(0, 501, 16):
-        final = t + 16 > 500
-        for i in range(streams):
-            async_streams[i].push(codes[i, t : t + 16])
-            sync_streams[i].push(codes[i, t : t + 16])
-        jobs = decoder.windows((i, async_streams[i], final) for i in range(streams))
+    codes = torch.randint(0, codec.codebook_size, (96, 500))
+    worst, eager = launch_vs_sync(decoder, [codes[i] for i in range(96)], push=16)
+    print(f"\n96 streams x 500 codes through launch() (graphs, codec stream) vs decode_windows(): max abs {worst:.2e}; "
+          f"windows decoded eagerly {eager}")
+    lengths = range(36, 341)
+    worst, eager = launch_vs_sync(decoder, [torch.randint(0, codec.codebook_size, (n,)) for n in lengths], push=16)
+    print(f"{len(lengths)} streams of 36..340 codes (every last-window size): max abs {worst:.2e}; windows decoded eagerly {eager}")
+    new_size_cost(codec, stream)
+    dwconv_twin(codec)
+
+
+def launch_vs_sync(decoder: StreamingDecoder, utterances: list[torch.Tensor], push: int) -> tuple[float, int]:
+    """Stream the utterances through launch() and through decode_windows(); max abs difference
+    of the audio, and how many windows launch() had to decode eagerly (no graph fitted)."""
+    codec = decoder.codec
+    async_streams = [decoder.open() for _ in utterances]
+    sync_streams = [decoder.open() for _ in utterances]
+    out_async = [[] for _ in utterances]
+    out_sync = [[] for _ in utterances]
+    launched, eager = [], 0
+    run = decoder.graphs.run
+
+    def counted_run(codes):
+        nonlocal eager
+        result = run(codes)
+        eager += result is None
+        return result
+
+    decoder.graphs.run = counted_run
+    longest = max(len(u) for u in utterances)
+    for t in range(0, longest + push, push):
+        ready = []
+        for i, codes in enumerate(utterances):
+            if t >= len(codes):  # its final window was handed out
+                continue
+            final = t + push >= len(codes)
+            async_streams[i].push(codes[t : t + push])
+            sync_streams[i].push(codes[t : t + push])
+            ready.append((i, final))
+        jobs = decoder.windows((i, async_streams[i], final) for i, final in ready)
         if jobs:
             launched.extend(decoder.launch(jobs))
-        windows = [(i, w) for i in range(streams) for w in iter(lambda i=i: sync_streams[i].next_window(final=final), None)]
+        windows = [(i, w) for i, final in ready for w in iter(lambda i=i, f=final: sync_streams[i].next_window(final=f), None)]
         if windows:
             audio = codec.decode_windows([w for _, w in windows])
             for (i, w), a in zip(windows, audio):
                 out_sync[i].append(sync_streams[i].take(w, a))
+    del decoder.graphs.run
     for item in launched:
         for i, samples in item.results():
             out_async[i].append(samples)
-    worst = max(
-        float(np.abs(np.concatenate(a) - np.concatenate(s)).max())
-        for a, s in zip(out_async, out_sync)
-    )
-    print(f"\n{streams} streams x 500 codes through launch() (graphs, codec stream) vs decode_windows(): max abs {worst:.2e}")
-    dwconv_twin(codec)
+    assert all(s.finished for s in async_streams + sync_streams)
+    worst = max(float(np.abs(np.concatenate(a) - np.concatenate(s)).max()) for a, s in zip(out_async, out_sync))
+    return worst, eager
+
+
+def new_size_cost(codec, stream) -> None:
+    """A window of a size the process has not decoded before, decoded eagerly (what a last
+    window cost before final_step): host time of the first call and of later ones."""
+    print("\n| eager decode, window never seen | first call ms (host, until done) | later calls ms |")
+    print("|---|---|---|")
+    for batch, size in ((1, 37), (1, 131), (3, 251), (1, 299)):
+        codes = torch.randint(0, codec.codebook_size, (batch, size), device="cuda")
+        times = []
+        for _ in range(4):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with torch.cuda.stream(stream):
+                codec.decode(codes, check=False)
+            stream.synchronize()
+            times.append(1000 * (time.perf_counter() - t0))
+        print(f"| {batch} x {size} frames | {times[0]:.1f} | {np.median(times[1:]):.1f} |", flush=True)
 
 
 def dwconv_twin(codec) -> None:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/codec_streaming.py                  # fixture + full-size random model
     .venv/bin/python bench/codec_streaming.py --model fixture  # seconds
     .venv/bin/python bench/codec_streaming.py --quick          # fewer settings, shorter streams
+    .venv/bin/python bench/codec_streaming.py --last-window    # short utterances: exact vs grid-sized last window
     .venv/bin/python bench/codec_streaming.py --model real --config medium.yaml \
         --checkpoint wavtokenizer.ckpt --wav speech.wav            # the trained codec, real speech
 
@@ -88,6 +89,28 @@ def measure(codec, codes: torch.Tensor, cfg: StreamingConfig) -> dict[str, float
     }
 
 
+def last_window_table(models: list[str], seeds: int = 4) -> None:
+    """Utterances of 0.5-4 s (most of what a voice assistant says) with the GPU geometry: SNR
+    against a full decode when the last window has its exact size (all the left context) and
+    when it takes one of the captured sizes (``final_step``: replayed from a CUDA graph), every
+    12 frames (as served) or the window grid only (36, 60, 108, 204, 300)."""
+    configs = [StreamingConfig(max_hop=144), StreamingConfig(max_hop=144, final_step=12), StreamingConfig(max_hop=144, final_step=1000)]
+    print("| model | frames | SNR dB, exact last window (mean / min) | last window every 12 frames: SNR mean / min, largest loss | "
+          "last window on the grid only: SNR mean / min, largest loss |")
+    print("|---|---|---|---|---|")
+    for model in models:
+        codec = fixture_codec() if model == "fixture" else random_codec()
+        for n in (40, 50, 75, 100, 150, 200, 250, 290):
+            pairs = []
+            for seed in range(seeds):
+                codes = torch.randint(0, codec.codebook_size, (n,), generator=torch.Generator().manual_seed(1000 * n + seed))
+                full = codec.decode(codes[None])[0].numpy()
+                pairs.append([snr_db(codec.decode_streaming(codes, cfg), full) for cfg in configs])
+            a, b, c = np.array(pairs).T
+            print(f"| {model} | {n} | {a.mean():.1f} / {a.min():.1f} | {b.mean():.1f} / {b.min():.1f}, {(a - b).max():.1f} | "
+                  f"{c.mean():.1f} / {c.min():.1f}, {(a - c).max():.1f} |", flush=True)
+
+
 def code_streams(codec, frames: int, wavs: list[str]) -> dict[str, torch.Tensor]:
     streams = {f"{k} {frames / 75:g} s": v for k, v in token_streams(frames, codec.codebook_size).items()}
     for path in wavs:  # real speech, encoded by this codec
@@ -105,6 +128,7 @@ def main() -> None:
     parser.add_argument("--wav", action="append", default=[], help="also stream the codes of this audio file")
     parser.add_argument("--quick", action="store_true", help="five settings, shorter streams")
     parser.add_argument("--seconds", type=float, default=None, help="stream length (default 20 s, 10 s full-size)")
+    parser.add_argument("--last-window", action="store_true", help="short utterances: exact vs grid-sized last window")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy machine)")
     args = parser.parse_args()
     if args.model == "real" and not args.checkpoint:
@@ -113,6 +137,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     names = QUICK if args.quick else list(SETTINGS)
     models = ["fixture", "full"] if args.model == "both" else [args.model]
+    if args.last_window:
+        return last_window_table([m for m in models if m != "real"])
     print("| model | stream | setting | first_window / window / hop / lookahead / crossfade | first audio after | "
           "lookahead | SNR dB | max abs | first chunk SNR | worst 1/3 s SNR | error step at seams / elsewhere | cost |")
     print("|" + "---|" * 12)

@@ -21,6 +21,13 @@ codes and keeps, from each, only frames that have enough context on both sides:
 * ``final=True`` (no more codes): the last window ends at the last code and emits the rest
   with no lookahead. If the whole utterance fits one window before anything was emitted,
   that window is the whole utterance and the output equals a full decode.
+* ``final_step`` (GPU): the last window takes the largest of a small set of sizes
+  (``final_sizes``: the grid sizes and every ``final_step`` frames from ``first_window`` to
+  ``window``) that fits the codes and still covers what is left to emit, so it can be
+  replayed from a captured CUDA graph like every other window instead of being decoded
+  eagerly at its own odd size (~300 kernel launches, new shapes for cuDNN). It gives up at
+  most ``final_step - 1`` frames of left context; an utterance shorter than ``first_window``
+  keeps its exact window.
 
 The stream is bookkeeping only (no model, no device work): ``next_window`` hands out
 ``Window`` objects, the caller decodes them (batched across streams), and ``take`` turns a
@@ -50,6 +57,8 @@ class StreamingConfig:
     # longer steps cut the decode work (~window / max_hop per frame instead of window / hop);
     # no underrun needs generation at >= 2x real time (a GPU; not a CPU).
     max_hop: int | None = None
+    # > 0: the last window takes one of ``final_sizes`` (module docstring); GPU: graph-replayable
+    final_step: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -63,6 +72,8 @@ class StreamingConfig:
             problems.append(f"first_window {self.first_window} must exceed lookahead {self.lookahead}")
         if self.window < self.first_window:
             problems.append(f"window {self.window} < first_window {self.first_window}")
+        if self.final_step < 0:
+            problems.append(f"final_step {self.final_step} < 0")
         if self.max_hop is not None and self.max_hop < self.hop:
             problems.append(f"max_hop {self.max_hop} < hop {self.hop}")
         if self.window < self.largest_hop + self.lookahead:
@@ -79,6 +90,24 @@ class StreamingConfig:
         if self.max_hop is None:
             return self.hop
         return min(self.max_hop, self.hop << min(index, 30))
+
+    def grid_sizes(self) -> tuple[int, ...]:
+        """Sizes of every non-final window a stream can hand out (their ends sit on a fixed
+        grid, so after the first few every window has the steady size)."""
+        sizes, end, index = [], self.first_window, 0
+        while True:
+            size = min(end, self.window)
+            sizes.append(size)
+            if size == self.window:
+                return tuple(sizes)
+            end += self.hop_after(index)
+            index += 1
+
+    def final_sizes(self) -> tuple[int, ...]:
+        """Sizes a last window may take with ``final_step`` (none without)."""
+        if not self.final_step:
+            return ()
+        return tuple(sorted(set(self.grid_sizes()) | set(range(self.first_window, self.window + 1, self.final_step))))
 
     def lookahead_ms(self, frame_rate: float = 75.0) -> float:
         return 1000.0 * self.lookahead / frame_rate
@@ -166,11 +195,23 @@ class CodecStream:
             if n == self._scheduled_end:  # nothing left (no codes at all, or lookahead 0)
                 self._closed = True
                 return None
+            if cfg.final_step and n > end:  # a whole grid window is ready: hand it out first
+                return self._make(k, max(0, end - cfg.window), end, end - cfg.lookahead, final=False)
             if n <= end or (k == 0 and n <= cfg.window):  # the rest fits one window
-                return self._make(k, max(0, n - cfg.window), n, n, final=True)
+                return self._make(k, self._final_start(n), n, n, final=True)
         if n < end:
             return None
         return self._make(k, max(0, end - cfg.window), end, end - cfg.lookahead, final=False)
+
+    def _final_start(self, n: int) -> int:
+        """First code of the last window (it ends at code n)."""
+        exact = max(0, n - self.config.window)
+        if not self.config.final_step:
+            return exact
+        fitting = [size for size in self.config.final_sizes() if size <= n]
+        if fitting and n - fitting[-1] <= self._scheduled_end:  # covers every frame not yet emitted
+            return n - fitting[-1]
+        return exact  # shorter than the first window (or an odd geometry): its own size
 
     def _make(self, index: int, start: int, end: int, emit_end: int, final: bool) -> Window:
         window = Window(index, self._codes(start, end), start, self._scheduled_end, emit_end, final)

@@ -3,9 +3,11 @@
 A batched decode of streaming windows is ~300 kernels; launched eagerly from Python it
 costs milliseconds of the engine thread, which then does not launch the next LM step. The
 windows of a stream sit on a fixed grid (``StreamingConfig``), so all but a stream's last
-window have one of a few sizes (36, 60, 108, 204, 300 frames with the GPU geometry). Each
-(batch bucket, window size) is captured once at start-up and replayed: one launch per
-group. Final windows (any size) are decoded eagerly on the same stream.
+window have one of a few sizes (``StreamingConfig.grid_sizes``: 36, 60, 108, 204, 300 frames
+with the GPU geometry), and with ``final_step`` its last one has one of ``final_sizes`` (every
+12 frames; unless the whole utterance is shorter than the first window). Each (batch bucket, window size) is captured
+once at start-up and replayed: one launch per group. Any other size is decoded eagerly on
+the same stream.
 
 Rows beyond the group in a bucket decode whatever codes were last in the static input;
 the decoder never mixes rows of a batch, so their output is simply ignored.
@@ -17,51 +19,55 @@ import logging
 
 import torch
 
-from ..codec import StreamingConfig, WavTokenizer
+from ..codec import WavTokenizer
 
 _LOGGER = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
-
-
-def grid_window_sizes(config: StreamingConfig) -> list[int]:
-    """Sizes of every non-final window a stream can hand out (its ends sit on a fixed grid)."""
-    sizes, end, index = [], config.first_window, 0
-    while True:
-        size = min(end, config.window)
-        sizes.append(size)
-        if size == config.window:
-            return sizes
-        end += config.hop_after(index)
-        index += 1
+# last windows of the in-between sizes arrive a few at a time (rows end at different steps)
+FINAL_BATCH_BUCKETS = (1, 2, 4, 8, 16)
 
 
 class CodecGraphs:
-    """One CUDA graph per (batch bucket, window size); ``run`` replays the right one."""
+    """One CUDA graph per (batch bucket, window size); ``run`` replays the right one.
 
-    def __init__(self, codec: WavTokenizer, stream: torch.cuda.Stream, sizes: list[int], batch_buckets=BATCH_BUCKETS):
+    ``sizes`` (the window grid) get every bucket of ``batch_buckets``; ``final_sizes`` not on
+    the grid (last windows only) the smaller ``final_batch_buckets``: with 18 such sizes,
+    buckets up to 64 would hold ~0.5 GB of graph outputs."""
+
+    def __init__(
+        self,
+        codec: WavTokenizer,
+        stream: torch.cuda.Stream,
+        sizes: list[int],
+        batch_buckets=BATCH_BUCKETS,
+        final_sizes=(),
+        final_batch_buckets=FINAL_BATCH_BUCKETS,
+    ):
         self.codec = codec
         self.stream = stream
-        self.sizes = sorted(set(sizes))
-        self.batch_buckets = tuple(batch_buckets)
+        self.buckets = {size: tuple(final_batch_buckets) for size in final_sizes}
+        self.buckets.update({size: tuple(batch_buckets) for size in sizes})
+        self.sizes = sorted(self.buckets)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = None
 
-    @property
-    def max_batch(self) -> int:
-        return self.batch_buckets[-1]
+    def max_batch(self, size: int) -> int:
+        """Most windows of this size one replay decodes (64 for a size without graphs: the
+        eager decode's batch)."""
+        return self.buckets[size][-1] if size in self.buckets else 64
 
     def __len__(self) -> int:
         return len(self._graphs)
 
-    def bucket(self, n: int) -> int | None:
-        return next((b for b in self.batch_buckets if b >= n), None)
+    def bucket(self, n: int, size: int) -> int | None:
+        return next((b for b in self.buckets.get(size, ()) if b >= n), None)
 
     @torch.inference_mode()
     def capture_all(self) -> int:
         """Capture every (bucket, size) graph not yet captured; returns how many exist."""
         for size in self.sizes:
-            for b in self.batch_buckets:
+            for b in self.buckets[size]:
                 if (b, size) not in self._graphs:
                     self._graphs[(b, size)] = self._capture(b, size)
         return len(self._graphs)
@@ -84,7 +90,7 @@ class CodecGraphs:
         """codes [n, size] (pinned host or device) -> device audio [n, hop * size], enqueued on the
         codec stream (call under ``torch.cuda.stream(self.stream)``); None if no graph fits."""
         n, size = codes.shape
-        b = self.bucket(n)
+        b = self.bucket(n, size)
         entry = self._graphs.get((b, size)) if b is not None else None
         if entry is None:
             return None

@@ -19,15 +19,17 @@ import torch
 
 from ..codec import CodecStream, StreamingConfig, WavTokenizer
 from ..codec.streaming import Window
-from .codec_graphs import CodecGraphs, grid_window_sizes
+from .codec_graphs import CodecGraphs
 
 
 def streaming_config_for(device: str) -> StreamingConfig:
     """Window geometry for where the engine runs. On a GPU generation runs many times faster
     than real time, so hops double up to 144 frames (~2 decodes per frame instead of ~10;
-    docs/codec.md); on a CPU every hop stays 24 frames (no underrun at 1x real time)."""
+    docs/codec.md) and the last window takes one of a few sizes (every 12 frames: every window
+    replays a captured CUDA graph); on a CPU every hop stays 24 frames (no underrun at 1x real time) and the last
+    window keeps all its left context."""
     if torch.device(device).type == "cuda":
-        return StreamingConfig(max_hop=144)
+        return StreamingConfig(max_hop=144, final_step=12)
     return StreamingConfig()
 
 
@@ -75,13 +77,16 @@ class StreamingDecoder:
         return self.codec.new_stream(self.config)
 
     def capture_graphs(self, batch_buckets: tuple[int, ...] | None = None) -> int:
-        """CUDA: capture the decode of every grid window size at every batch bucket (start-up;
-        ~1 s). Returns the number of graphs (0 on the CPU)."""
+        """CUDA: capture the decode of every window size a stream hands out (the grid's at every
+        batch bucket, last windows' other sizes at small buckets; start-up, a few seconds).
+        Returns the number of graphs (0 on the CPU)."""
         if self.stream is None:
             return 0
         if self.graphs is None:
             kwargs = {} if batch_buckets is None else {"batch_buckets": batch_buckets}
-            self.graphs = CodecGraphs(self.codec, self.stream, grid_window_sizes(self.config), **kwargs)
+            grid = self.config.grid_sizes()
+            final = [size for size in self.config.final_sizes() if size not in grid]
+            self.graphs = CodecGraphs(self.codec, self.stream, list(grid), final_sizes=final, **kwargs)
         return self.graphs.capture_all()
 
     @staticmethod
@@ -113,9 +118,9 @@ class StreamingDecoder:
                     audio[i] = decoded[k]
             return [LaunchedDecode(jobs, audio)]
         parts: list[LaunchedDecode] = []
-        chunk = self.graphs.max_batch if self.graphs is not None else 64
         with torch.cuda.stream(self.stream):
-            for indices in by_size.values():
+            for size, indices in by_size.items():
+                chunk = self.graphs.max_batch(size) if self.graphs is not None else 64
                 for lo in range(0, len(indices), chunk):
                     part = indices[lo : lo + chunk]
                     codes = torch.stack([jobs[i][2].codes for i in part]).pin_memory()
