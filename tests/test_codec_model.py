@@ -300,6 +300,33 @@ def test_bf16_backbone_keeps_head_and_encoder_fp32(codec_dir, codec, vec):
     assert snr > 20, snr
 
 
+def test_head_projects_a_half_backbone_with_its_weight_in_that_dtype(codec_dir, codec, vec):
+    """Behind a bf16 backbone the head's projection uses a bf16 copy of its weight (tensor cores
+    on CUDA, float32 products and output; the CPU runs the same products): the state_dict is
+    untouched, the float32 weight is still what the checkpoint holds, and the audio stays as
+    close to the float32 decode as the bf16 backbone alone allows."""
+    half = load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt", dtype=torch.bfloat16)
+    weight = half.head.input_dtype_weight
+    assert weight is not None and weight.dtype == torch.bfloat16
+    assert torch.equal(weight, half.head.out.weight.to(torch.bfloat16))
+    assert set(half.state_dict()) == set(codec.state_dict())
+    assert torch.equal(half.head.out.weight, codec.head.out.weight)
+    x = torch.randn(2, 5, half.head.out.in_features).to(torch.bfloat16)
+    want = x.double() @ weight.double().T + half.head.out.bias.double()
+    torch.testing.assert_close(half.head.project(x).double(), want, atol=1e-5, rtol=1e-5)
+    full = codec.decode(vec["codes"][0])
+
+    def snr(wav):
+        return 10 * torch.log10(full.square().sum() / (wav - full).square().sum())
+
+    with_copy = half.decode(vec["codes"][0])
+    half.head.use_input_dtype(None)  # float32 projection of the same bf16 backbone output
+    assert half.head.input_dtype_weight is None
+    without = half.decode(vec["codes"][0])
+    assert abs(snr(with_copy) - snr(without)) < 1.0, (snr(with_copy), snr(without))
+    assert not torch.equal(with_copy, without)  # the copy really was used
+
+
 # ---- naive twins of the pieces ------------------------------------------------------------------
 
 

@@ -6,9 +6,10 @@
 
 Submodule names reproduce upstream's generator ``state_dict`` exactly
 (``feature_extractor.encodec.{encoder,quantizer,decoder}``, ``backbone``, ``head``) so the
-published checkpoint loads strictly. Precision: the encoder, codebook and head always run
-in float32 (codes must not flip; the ISTFT needs it); only the backbone may be cast to
-bf16/fp16 (``set_backbone_dtype``), which is where nearly all decode FLOPs are.
+published checkpoint loads strictly. Precision: the encoder, codebook and head run in
+float32 (codes must not flip; the ISTFT needs it); only the backbone may be cast to
+bf16/fp16 (``set_backbone_dtype``), which is where nearly all decode FLOPs are, and the
+head's projection then reads its output in that dtype (float32 products, istft_head.py).
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ class WavTokenizer(nn.Module):
         return self.backbone.embed.weight.dtype
 
     def set_backbone_dtype(self, dtype: torch.dtype | None) -> "WavTokenizer":
-        """Store and run the backbone in ``dtype`` (bf16 on CUDA); everything else stays float32."""
+        """Store and run the backbone in ``dtype`` (bf16 on CUDA); everything else stays float32
+        (the head's projection takes its input in that dtype, ``ISTFTHead.use_input_dtype``)."""
         if dtype is not None:
             if dtype not in (torch.float32, torch.bfloat16, torch.float16):
                 raise ValueError(f"backbone dtype must be float32, bfloat16 or float16, got {dtype}")
             self.backbone.to(dtype)
+            self.head.use_input_dtype(dtype)
         return self
 
     @property
