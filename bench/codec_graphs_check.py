@@ -72,6 +72,7 @@ def main() -> None:
     print(f"{len(lengths)} streams of 36..340 codes (every last-window size): max abs {worst:.2e}; windows decoded eagerly {eager}")
     new_size_cost(codec, stream)
     dwconv_twin(codec)
+    groupnorm_twin(codec)
 
 
 def launch_vs_sync(decoder: StreamingDecoder, utterances: list[torch.Tensor], push: int) -> tuple[float, int]:
@@ -149,17 +150,46 @@ def dwconv_twin(codec) -> None:
         x = torch.randn(B, T, conv.weight.shape[0], device="cuda", dtype=torch.bfloat16)
         firsts = []
         for cuda_path in (True, False):
-            fn = backbone.depthwise_conv_over_time if cuda_path else backbone.dwconv_channels_last
+            fn = backbone.depthwise_conv_over_time if cuda_path else backbone.conv_over_time
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             fn(x, conv)
             torch.cuda.synchronize()
             firsts.append(1000 * (time.perf_counter() - t0))
-        got, want = backbone.depthwise_conv_over_time(x, conv), backbone.dwconv_channels_last(x, conv)
+        got, want = backbone.depthwise_conv_over_time(x, conv), backbone.conv_over_time(x, conv)
         t_triton = 1000 * cuda_time(lambda: backbone.depthwise_conv_over_time(x, conv), 50)
-        t_naive = 1000 * cuda_time(lambda: backbone.dwconv_channels_last(x, conv), 50)
+        t_naive = 1000 * cuda_time(lambda: backbone.conv_over_time(x, conv), 50)
         diff = (got.float() - want.float()).abs().max().item()
         print(f"| {B}, {T}, {x.shape[2]} | {t_triton:.1f} | {t_naive:.1f} | {diff:.2e} | {firsts[0]:.1f} / {firsts[1]:.1f} |", flush=True)
+
+
+def groupnorm_twin(codec) -> None:
+    """The Triton GroupNorm (+ SiLU) over (B, T, C) against F.group_norm of the same values in
+    (B, C, T) (the CPU path's twin, run here on CUDA), and the pos_net's k=3 conv on the
+    channels-last view against the plain Conv1d (cuDNN transforms NCHW <-> NHWC around it)."""
+    import torch.nn.functional as F
+
+    from wyoming_lina.codec import backbone
+    from wyoming_lina.codec.triton_groupnorm import group_norm_time
+
+    norm = codec.backbone.pos_net[0].norm1
+    conv = codec.backbone.pos_net[0].conv1
+    print("\n| (B, T, C) | GroupNorm+SiLU Triton us | F.group_norm + silu on (B, C, T) us | max abs diff | "
+          "k=3 conv channels-last us | Conv1d on (B, C, T) us | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for B, T in ((64, 300), (1, 36), (16, 180), (256, 204)):
+        x = 2 + 3 * torch.randn(B, T, norm.num_channels, device="cuda", dtype=torch.bfloat16)
+        xc = x.transpose(1, 2).contiguous()
+        got = group_norm_time(x, norm.num_groups, norm.weight, norm.bias, norm.eps, True)
+        want = F.silu(F.group_norm(xc, norm.num_groups, norm.weight, norm.bias, norm.eps)).transpose(1, 2)
+        t_gn = 1000 * cuda_time(lambda: group_norm_time(x, norm.num_groups, norm.weight, norm.bias, norm.eps, True), 50)
+        t_ref = 1000 * cuda_time(lambda: F.silu(F.group_norm(xc, norm.num_groups, norm.weight, norm.bias, norm.eps)), 50)
+        diff = (got.float() - want.float()).abs().max().item()
+        y, y_ref = backbone.conv_over_time(x, conv), conv(xc).transpose(1, 2)
+        t_conv = 1000 * cuda_time(lambda: backbone.conv_over_time(x, conv), 50)
+        t_conv_ref = 1000 * cuda_time(lambda: conv(xc), 50)
+        cdiff = (y.float() - y_ref.float()).abs().max().item()
+        print(f"| {B}, {T}, {x.shape[2]} | {t_gn:.1f} | {t_ref:.1f} | {diff:.2e} | {t_conv:.1f} | {t_conv_ref:.1f} | {cdiff:.2e} |", flush=True)
 
 
 if __name__ == "__main__":

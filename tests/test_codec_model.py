@@ -246,14 +246,18 @@ def test_backbone_and_decode(codec, vec, case):
     torch.testing.assert_close(wav, vec[f"wav_out{case}"], atol=WAV_ATOL, rtol=0)
 
 
-def test_folded_layer_scales_decode_the_same_and_keep_the_state_dict(codec_dir, vec):
+def test_inference_copies_decode_the_same_and_keep_the_state_dict(codec_dir, vec):
     """The engine folds each ConvNeXt block's gamma into its second pointwise layer (one
-    elementwise pass less per block): the decode must still reproduce upstream's audio."""
+    elementwise pass less per block) and keeps the dense convs' weights channels-last: the
+    decode must still reproduce upstream's audio."""
     codec = load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
     keys = set(codec.state_dict())
     codec.backbone.fold_layer_scales()
+    codec.backbone.cache_conv_weights()
     assert set(codec.state_dict()) == keys
     assert all(block.scaled_pw2_weight is not None for block in codec.backbone.convnext)
+    cached = codec.backbone.pos_net[0].conv1.channels_last_weight
+    assert cached.is_contiguous(memory_format=torch.channels_last) and cached.shape[2] == 1
     for case in CASES:
         with torch.inference_mode():
             backbone_out = codec.backbone(vec[f"features{case}"], 0)
@@ -328,6 +332,37 @@ def test_head_projects_a_half_backbone_with_its_weight_in_that_dtype(codec_dir, 
 
 
 # ---- naive twins of the pieces ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+def test_conv_over_time_is_conv1d_in_time_major_layout(groups):
+    """The backbone's convs take (B, T, C) (contiguous, or the transposed view a CPU GroupNorm
+    returns) and must equal nn.Conv1d on (B, C, T), with or without the cached weight."""
+    from wyoming_lina.codec.backbone import conv_over_time
+
+    torch.manual_seed(groups)
+    for k in (1, 3, 7):
+        conv = torch.nn.Conv1d(16, 24, k, padding=k // 2, groups=groups)
+        x = torch.randn(3, 11, 16)
+        want = conv(x.transpose(1, 2)).transpose(1, 2)
+        for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
+            torch.testing.assert_close(conv_over_time(inp, conv), want, atol=1e-5, rtol=1e-5)
+        conv.register_buffer("channels_last_weight", conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last))
+        out = conv_over_time(x, conv)
+        assert out.shape == (3, 11, 24) and out.is_contiguous()
+        torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+
+
+def test_group_norm_over_time_is_group_norm_in_time_major_layout():
+    from wyoming_lina.codec.backbone import group_norm_over_time
+
+    norm = torch.nn.GroupNorm(4, 16, eps=1e-6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = 3 + 2 * torch.randn(2, 9, 16)
+    want = norm(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(group_norm_over_time(x, norm), want)
+    torch.testing.assert_close(group_norm_over_time(x, norm, silu=True), F.silu(want))
 
 
 @pytest.mark.parametrize("kernel, stride, dilation", [(7, 1, 1), (3, 1, 1), (1, 1, 1), (4, 2, 1), (16, 8, 1), (10, 5, 1), (3, 1, 3)])

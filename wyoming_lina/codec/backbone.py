@@ -1,10 +1,16 @@
 """The Vocos backbone that turns codebook rows into spectrogram features.
 
-    x = embed(f)                       conv k7, (B, 512, T) -> (B, 768, T)
+    x = embed(f)                       conv k7, codebook rows (B, T, 512) -> (B, T, 768)
     x = pos_net(x)                     ResnetBlock x2, AttnBlock, ResnetBlock x2, GroupNorm
-    x = AdaLN(x, bid)                  layer_norm with scale[bid], shift[bid] as its affine, -> (B, T, 768)
-    x = ConvNeXt(x, bid) x num_layers  in (B, T, C): no layout changes between blocks
+    x = AdaLN(x, bid)                  layer_norm with scale[bid], shift[bid] as its affine
+    x = ConvNeXt(x, bid) x num_layers
     x = final_layer_norm(x)            -> (B, T, 768)
+
+Everything runs in (B, T, C), time-major like the codebook rows it starts from: the convs as
+1 x k 2-D convs on the channels-last view (cuDNN's tensor-core kernels want that layout and
+otherwise transform input, weight and output on every call), the GroupNorms by Triton
+kernels on CUDA (``triton_groupnorm.py``), the depthwise convs likewise (``triton_dwconv.py``).
+The upstream modules (Conv1d over (B, C, T)) keep their parameters and names.
 
 Not causal: the attention block and the ten GroupNorms see the whole sequence, which is
 why streaming needs windows (see ``streaming.py``). ``bid`` (the bandwidth id) is one int
@@ -27,6 +33,41 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=EPS, affine=True)
 
 
+def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, silu: bool = False) -> torch.Tensor:
+    """GroupNorm (then SiLU if ``silu``) of x (B, T, C) over time and each group's channels.
+
+    On CUDA two Triton kernels that read (B, T, C) in place (``triton_groupnorm.py``); elsewhere
+    ``F.group_norm`` on the transposed view (its naive twin)."""
+    if x.is_cuda and triton_available():
+        from .triton_groupnorm import group_norm_time
+
+        return group_norm_time(x, norm.num_groups, norm.weight, norm.bias, norm.eps, silu)
+    y = F.group_norm(x.transpose(1, 2), norm.num_groups, norm.weight, norm.bias, norm.eps).transpose(1, 2)
+    return F.silu(y) if silu else y
+
+
+def conv_over_time(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A 'same' Conv1d over time applied to x (B, T, C_in) -> (B, T, C_out), without leaving
+    the layout: (B, T, C) memory is the channels-last layout of (B, C, 1, T), so it runs as a
+    1 x k 2-D conv on that view (with the weight in the matching layout, ``conv_weight``)."""
+    x4 = x.transpose(1, 2).unsqueeze(2)  # (B, C, 1, T) view
+    if x4.is_contiguous(memory_format=torch.channels_last):
+        weight = conv_weight(conv)
+    else:  # (CPU twin of a transposed GroupNorm output) plain NCHW
+        weight = conv.weight.unsqueeze(2)
+    y = F.conv2d(x4, weight, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
+    return y.squeeze(2).transpose(1, 2).contiguous()  # no copy when y came out channels-last
+
+
+def conv_weight(conv: nn.Conv1d) -> torch.Tensor:
+    """The conv's weight as (C_out, C_in, 1, k) channels-last: kept by ``cache_conv_weights``
+    (inference), else converted for this call."""
+    cached = getattr(conv, "channels_last_weight", None)
+    if cached is not None and cached.dtype == conv.weight.dtype and cached.device == conv.weight.device:
+        return cached
+    return conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
 class ResnetBlock(nn.Module):
     """x + conv2(silu(gn2(conv1(silu(gn1(x)))))), convs k3 zero-padded (dropout: eval no-op)."""
 
@@ -37,10 +78,15 @@ class ResnetBlock(nn.Module):
         self.norm2 = group_norm(channels)
         self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
 
-    def forward(self, x):  # (B, C, T)
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+    def forward(self, x):  # (B, T, C)
+        h = conv_over_time(group_norm_over_time(x, self.norm1, silu=True), self.conv1)
+        h = conv_over_time(group_norm_over_time(h, self.norm2, silu=True), self.conv2)
         return x + h
+
+
+def pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """A 1x1 Conv1d on (B, T, C): a linear layer over channels."""
+    return F.linear(x, conv.weight.squeeze(-1), conv.bias)
 
 
 class AttnBlock(nn.Module):
@@ -54,13 +100,12 @@ class AttnBlock(nn.Module):
         self.v = nn.Conv1d(channels, channels, 1)
         self.proj_out = nn.Conv1d(channels, channels, 1)
 
-    def forward(self, x):  # (B, C, T)
-        h = self.norm(x)
-        q, k, v = self.q(h), self.k(h), self.v(h)  # (B, C, T) each
-        scores = torch.bmm(q.transpose(1, 2), k) * q.shape[1] ** -0.5  # (B, Tq, Tk)
+    def forward(self, x):  # (B, T, C)
+        h = group_norm_over_time(x, self.norm)
+        q, k, v = pointwise(h, self.q), pointwise(h, self.k), pointwise(h, self.v)  # (B, T, C) each
+        scores = torch.bmm(q, k.transpose(1, 2)) * q.shape[2] ** -0.5  # (B, Tq, Tk)
         attn = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-        h = torch.bmm(v, attn.transpose(1, 2))  # (B, C, Tq)
-        return x + self.proj_out(h)
+        return x + pointwise(torch.bmm(attn, v), self.proj_out)
 
 
 class AdaLayerNorm(nn.Module):
@@ -90,15 +135,7 @@ def depthwise_conv_over_time(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
         from .triton_dwconv import depthwise_conv_time
 
         return depthwise_conv_time(x, conv.weight, conv.bias, conv.padding[0])
-    return dwconv_channels_last(x, conv)
-
-
-def dwconv_channels_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
-    """``depthwise_conv_over_time`` as a 2-D conv on the channels-last view (B, C, 1, T)."""
-    x4 = x.transpose(1, 2).unsqueeze(2)  # (B, C, 1, T) view, channels-last strides
-    weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (C, 1, 1, k)
-    y = F.conv2d(x4, weight, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
-    return y.squeeze(2).transpose(1, 2).contiguous()  # no copy when y came out channels-last
+    return conv_over_time(x, conv)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -151,9 +188,20 @@ class VocosBackbone(nn.Module):
         for block in self.convnext:
             block.fold_layer_scale()
 
+    @torch.no_grad()
+    def cache_conv_weights(self) -> None:
+        """Keep each dense conv's weight in the channels-last layout its calls use (inference;
+        not in the state_dict; call again if the weights change)."""
+        for conv in [self.embed] + [m for m in self.pos_net.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]:
+            conv.register_buffer("channels_last_weight", None, persistent=False)
+            conv.channels_last_weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor, bid: int = 0) -> torch.Tensor:
-        x = self.pos_net(self.embed(x))  # (B, dim, T)
-        x = self.norm(x.transpose(1, 2).contiguous(), bid)  # (B, T, dim) from here on
+        """x: (B, input_channels, T), the transposed view of time-major codebook rows."""
+        x = conv_over_time(x.transpose(1, 2), self.embed)  # (B, T, dim) from here on
+        for block in self.pos_net[:-1]:
+            x = block(x)
+        x = self.norm(group_norm_over_time(x, self.pos_net[-1]), bid)
         for block in self.convnext:
             x = block(x, bid)
         return self.final_layer_norm(x)

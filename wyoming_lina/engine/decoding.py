@@ -62,6 +62,7 @@ class LaunchedDecode:
 class StreamingDecoder:
     def __init__(self, codec: WavTokenizer, config: StreamingConfig | None = None):
         codec.backbone.fold_layer_scales()  # inference from here on (ConvNeXtBlock.fold_layer_scale)
+        codec.backbone.cache_conv_weights()
         self.codec = codec
         self.config = config or StreamingConfig()
         self.stream: torch.cuda.Stream | None = None  # CUDA: the codec's own stream
