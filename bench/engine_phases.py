@@ -103,7 +103,8 @@ async def main_async(args) -> None:
     await run_jobs(engine, [job(60, i) for i in range(2)])
     engine.warm_graphs((len(text_ids),), 100)
     print(f"codec graphs: {engine.warm_codec()}")
-    await run_jobs(engine, [job(args.frames, 10 + i) for i in range(args.streams)])  # every window shape once
+    if not args.cold:
+        await run_jobs(engine, [job(args.frames, 10 + i) for i in range(args.streams)])  # every window shape once
     gc.freeze()
     instrument(engine)
     profiler = None
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=256)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cold", action="store_true", help="no full warm-up round: the first round pays what is first-time at this load")
     parser.add_argument("--depth", type=int, action="append", help="pipeline depths to compare (default: the engine's)")
     parser.add_argument("--admit", type=int, action="append", help="admissions per iteration to compare (default: the engine's)")
     parser.add_argument("--rows-per-step", type=int, action="append", help="Engine.rows_per_queued_step values to compare")

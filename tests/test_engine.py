@@ -458,3 +458,63 @@ def test_split_prefill_equals_the_parallel_pass(model, vec):
     for a, b in zip(whole.layers, split.layers):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_staging_ring_hands_out_disjoint_memory_first_in_first_out():
+    """The codec's pinned staging memory: regions in use never overlap, each keeps what was
+    written to it until it is given back (oldest first), the ring wraps around, and a request
+    that does not fit is refused (counted) instead of overwriting anything."""
+    import random
+
+    from wyoming_lina.engine.transfer import StagingRing
+
+    ring = StagingRing(4096, pin=False)
+    rng = random.Random(0)
+    live: list = []  # (tensor, region, value), oldest first
+    wrapped = refused = 0
+    for step in range(3000):
+        if live and (rng.random() < 0.45 or len(live) > 6):
+            tensor, region, value = live.pop(0)
+            assert torch.all(tensor == value), "a region was overwritten while in use"
+            ring.release(region)
+            continue
+        shape = (rng.randint(1, 40), rng.randint(1, 8))
+        dtype = rng.choice([torch.float32, torch.long, torch.uint8])
+        got = ring.alloc(shape, dtype)
+        if got is None:
+            refused += 1
+            continue
+        tensor, region = got
+        assert tensor.shape == shape and tensor.dtype == dtype and 0 <= region[0] < region[1] <= 4096
+        assert region[0] % StagingRing.ALIGN == 0
+        wrapped += bool(live) and region[0] < live[-1][1][0]
+        for _, other, _ in live:
+            assert region[1] <= other[0] or other[1] <= region[0], (region, other)
+        tensor.fill_(step % 100)
+        live.append((tensor, region, step % 100))
+    assert wrapped > 50 and refused > 10 and ring.misses == refused
+    with pytest.raises(ValueError, match="out of order"):
+        ring.release(live[-1][1] if len(live) > 1 else (1, 2))
+    ring.reset()
+    assert ring.in_use == 0 and ring.alloc((1024,), torch.float32)[1] == (0, 4096)
+    assert ring.alloc((1,), torch.uint8) is None  # full
+
+
+def test_launched_decode_gives_its_staging_memory_back_once_taken():
+    from wyoming_lina.codec import CodecStream, StreamingConfig
+    from wyoming_lina.engine.decoding import LaunchedDecode
+    from wyoming_lina.engine.transfer import StagingRing
+
+    ring = StagingRing(1 << 16, pin=False)
+    stream = CodecStream(StreamingConfig(first_window=4, window=10, hop=3, lookahead=2, crossfade=1), 320)
+    stream.push(range(6))
+    window = stream.next_window(final=True)
+    audio, region = ring.alloc((1, 320 * window.size), torch.float32)
+    audio.fill_(0.25)
+    decode = LaunchedDecode([("row", stream, window)], [audio.numpy()[0]], None, [audio], ring, [region])
+    assert ring.in_use == 1
+    [(row, samples)] = decode.results()
+    assert row == "row" and samples.shape == (320 * 6,) and np.all(samples == 0.25)
+    assert ring.in_use == 0
+    audio.fill_(-1.0)  # the ring's memory is reused: the samples handed out are a copy
+    assert np.all(samples == 0.25)

@@ -20,6 +20,7 @@ import torch
 from ..codec import CodecStream, StreamingConfig, WavTokenizer
 from ..codec.streaming import Window
 from .codec_graphs import CodecGraphs
+from .transfer import StagingRing
 
 
 def streaming_config_for(device: str) -> StreamingConfig:
@@ -42,6 +43,8 @@ class LaunchedDecode:
     audio: list  # per job: float32 host samples of its window (numpy views of pinned memory on CUDA)
     event: torch.cuda.Event | None = None
     keep_alive: list[torch.Tensor] = field(default_factory=list)  # host ends of the async copies
+    staging: StagingRing | None = None  # where ``regions`` live; given back once the audio is taken
+    regions: list[tuple[int, int]] = field(default_factory=list)
 
     def ready(self) -> bool:
         return self.event is None or self.event.query()
@@ -55,7 +58,9 @@ class LaunchedDecode:
         self.wait()
         out: dict[int, tuple[object, list[np.ndarray]]] = {}
         for (row, stream, window), samples in zip(self.jobs, self.audio):
-            out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))
+            out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))  # (copies)
+        for region in self.regions:
+            self.staging.release(region)
         return [(row, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)) for row, pieces in out.values()]
 
 
@@ -67,6 +72,7 @@ class StreamingDecoder:
         self.config = config or StreamingConfig()
         self.stream: torch.cuda.Stream | None = None  # CUDA: the codec's own stream
         self.graphs: CodecGraphs | None = None
+        self.staging: StagingRing | None = None  # CUDA: pinned memory for codes in, audio out
         if codec.device.type == "cuda":  # high priority: a first window decodes ahead of LM kernels
             self.stream = torch.cuda.Stream(device=codec.device, priority=-5)
 
@@ -77,12 +83,16 @@ class StreamingDecoder:
     def open(self) -> CodecStream:
         return self.codec.new_stream(self.config)
 
-    def capture_graphs(self, batch_buckets: tuple[int, ...] | None = None) -> int:
+    def capture_graphs(self, batch_buckets: tuple[int, ...] | None = None, rows: int = 256) -> int:
         """CUDA: capture the decode of every window size a stream hands out (the grid's at every
-        batch bucket, last windows' other sizes at small buckets; start-up, a few seconds).
-        Returns the number of graphs (0 on the CPU)."""
+        batch bucket, last windows' other sizes at small buckets; start-up, a few seconds), and
+        set aside pinned memory for two full windows of ``rows`` streams in flight (~200 MB at
+        256; ``StagingRing``). Returns the number of graphs (0 on the CPU)."""
         if self.stream is None:
             return 0
+        if self.staging is None:
+            frames = 2 * rows * self.config.window
+            self.staging = StagingRing(frames * (self.codec.hop_length * 4 + 8) + (1 << 20))
         if self.graphs is None:
             kwargs = {} if batch_buckets is None else {"batch_buckets": batch_buckets}
             grid = self.config.grid_sizes()
@@ -124,18 +134,37 @@ class StreamingDecoder:
                 chunk = self.graphs.max_batch(size) if self.graphs is not None else 64
                 for lo in range(0, len(indices), chunk):
                     part = indices[lo : lo + chunk]
-                    codes = torch.stack([jobs[i][2].codes for i in part]).pin_memory()
+                    regions = []
+                    codes = self._pinned((len(part), size), torch.long, regions)
+                    torch.stack([jobs[i][2].codes for i in part], out=codes)
                     decoded = self.graphs.run(codes) if self.graphs is not None else None
                     if decoded is None:
                         decoded = self.codec.decode(codes.to(self.codec.device, non_blocking=True), check=False)
-                    host = torch.empty(decoded.shape, dtype=torch.float32, pin_memory=True)
+                    host = self._pinned(tuple(decoded.shape), torch.float32, regions)
                     host.copy_(decoded, non_blocking=True)
                     rows = host.numpy()  # views, read once the event says the copy is done
                     for k, i in enumerate(part):
                         audio[i] = rows[k]
                     event = torch.cuda.Event()
                     event.record(self.stream)
-                    parts.append(LaunchedDecode([jobs[i] for i in part], [audio[i] for i in part], event, [codes, host]))
+                    parts.append(
+                        LaunchedDecode([jobs[i] for i in part], [audio[i] for i in part], event, [codes, host], self.staging, regions)
+                    )
         if len({id(row) for row, _, _ in jobs}) < len(jobs):  # a row's windows must be taken in order
-            return [LaunchedDecode(jobs, audio, parts[-1].event, [t for p in parts for t in p.keep_alive])]
+            keep = [t for p in parts for t in p.keep_alive]
+            return [LaunchedDecode(jobs, audio, parts[-1].event, keep, self.staging, [r for p in parts for r in p.regions])]
         return parts
+
+    def _pinned(self, shape: tuple[int, ...], dtype: torch.dtype, regions: list) -> torch.Tensor:
+        """Pinned host memory from the staging ring (its region appended to ``regions``), or
+        freshly allocated when there is no ring or it is full."""
+        got = self.staging.alloc(shape, dtype) if self.staging is not None else None
+        if got is None:
+            return torch.empty(shape, dtype=dtype, pin_memory=True)
+        regions.append(got[1])
+        return got[0]
+
+    def drop_pending(self) -> None:
+        """The engine dropped every launched decode without taking its audio (a failure)."""
+        if self.staging is not None:
+            self.staging.reset()

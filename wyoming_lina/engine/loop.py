@@ -186,7 +186,7 @@ class Engine:
     def warm_codec(self) -> int:
         """Capture the streaming codec's window graphs (CUDA; call at start-up while the loop is
         idle). Returns the number of graphs."""
-        return self.decoder.capture_graphs()
+        return self.decoder.capture_graphs(rows=self.max_batch)
 
     @torch.inference_mode()
     def warm_prefill(self, prompt_frames: int = 75) -> list[int]:
@@ -277,6 +277,7 @@ class Engine:
         self._log.clear()
         self._due.clear()
         self._decodes.clear()
+        self.decoder.drop_pending()
 
     @torch.inference_mode()
     def run_once(self) -> None:
