@@ -518,3 +518,16 @@ def test_launched_decode_gives_its_staging_memory_back_once_taken():
     assert ring.in_use == 0
     audio.fill_(-1.0)  # the ring's memory is reused: the samples handed out are a copy
     assert np.all(samples == 0.25)
+
+
+def test_staging_ring_rolls_back_its_newest_regions():
+    from wyoming_lina.engine.transfer import StagingRing
+
+    ring = StagingRing(1024, pin=False)
+    first = ring.alloc((16,), torch.float32)[1]
+    second = ring.alloc((16,), torch.float32)[1]
+    with pytest.raises(ValueError, match="newest"):
+        ring.rollback(first)
+    ring.rollback(second)
+    ring.release(first)
+    assert ring.in_use == 0

@@ -57,10 +57,12 @@ class LaunchedDecode:
         """(row, float32 samples to play) per row, its windows taken in order."""
         self.wait()
         out: dict[int, tuple[object, list[np.ndarray]]] = {}
-        for (row, stream, window), samples in zip(self.jobs, self.audio):
-            out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))  # (copies)
-        for region in self.regions:
-            self.staging.release(region)
+        try:
+            for (row, stream, window), samples in zip(self.jobs, self.audio):
+                out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))  # (copies)
+        finally:  # even if a take failed: later launches give their regions back after these
+            for region in self.regions:
+                self.staging.release(region)
         return [(row, pieces[0] if len(pieces) == 1 else np.concatenate(pieces)) for row, pieces in out.values()]
 
 
@@ -128,13 +130,23 @@ class StreamingDecoder:
                 for k, i in enumerate(indices):
                     audio[i] = decoded[k]
             return [LaunchedDecode(jobs, audio)]
+        staged: list[list[tuple[int, int]]] = []  # per batched call, its staging regions
+        try:
+            return self._launch_cuda(jobs, by_size, audio, staged)
+        except BaseException:  # nothing will take their audio: give the staging memory back
+            for region in reversed([r for regions in staged for r in regions]):
+                self.staging.rollback(region)
+            raise
+
+    def _launch_cuda(self, jobs, by_size, audio, staged: list) -> list[LaunchedDecode]:
         parts: list[LaunchedDecode] = []
         with torch.cuda.stream(self.stream):
             for size, indices in by_size.items():
                 chunk = self.graphs.max_batch(size) if self.graphs is not None else 64
                 for lo in range(0, len(indices), chunk):
                     part = indices[lo : lo + chunk]
-                    regions = []
+                    regions: list[tuple[int, int]] = []
+                    staged.append(regions)
                     codes = self._pinned((len(part), size), torch.long, regions)
                     torch.stack([jobs[i][2].codes for i in part], out=codes)
                     decoded = self.graphs.run(codes) if self.graphs is not None else None

@@ -73,6 +73,13 @@ class StagingRing:
             raise ValueError(f"release {region} out of order (oldest in use: {self._live[0] if self._live else None})")
         self._live.popleft()
 
+    def rollback(self, region: tuple[int, int]) -> None:
+        """Give back the newest region (a copy that was never queued, or whose consumer was
+        never made)."""
+        if not self._live or self._live[-1] != region:
+            raise ValueError(f"rollback {region} is not the newest region")
+        self._live.pop()
+
     def reset(self) -> None:
         """Forget every region (their consumers were dropped). Copies still queued write into
         memory that new copies, queued after them on the same stream, overwrite in order."""
