@@ -194,7 +194,7 @@ class VocosBackbone(nn.Module):
         not in the state_dict; call again if the weights change)."""
         for conv in [self.embed] + [m for m in self.pos_net.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]:
             conv.register_buffer("channels_last_weight", None, persistent=False)
-            conv.channels_last_weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+            conv.channels_last_weight = conv_weight(conv)  # (converted: nothing cached yet)
 
     def forward(self, x: torch.Tensor, bid: int = 0) -> torch.Tensor:
         """x: (B, input_channels, T), the transposed view of time-major codebook rows."""

@@ -195,9 +195,8 @@ class CodecStream:
             if n == self._scheduled_end:  # nothing left (no codes at all, or lookahead 0)
                 self._closed = True
                 return None
-            if cfg.final_step and n > end:  # a whole grid window is ready: hand it out first
-                return self._make(k, max(0, end - cfg.window), end, end - cfg.lookahead, final=False)
-            if n <= end or (k == 0 and n <= cfg.window):  # the rest fits one window
+            grid_window_first = cfg.final_step and n > end  # a whole grid window is ready: it goes out first
+            if not grid_window_first and (n <= end or (k == 0 and n <= cfg.window)):  # the rest fits one window
                 return self._make(k, self._final_start(n), n, n, final=True)
         if n < end:
             return None

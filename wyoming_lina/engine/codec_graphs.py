@@ -31,8 +31,8 @@ FINAL_BATCH_BUCKETS = (1, 2, 4, 8, 16)
 class CodecGraphs:
     """One CUDA graph per (batch bucket, window size); ``run`` replays the right one.
 
-    ``sizes`` (the window grid) get every bucket of ``batch_buckets``; ``final_sizes`` not on
-    the grid (last windows only) the smaller ``final_batch_buckets``: with 18 such sizes,
+    ``sizes`` (the window grid) get every bucket of ``batch_buckets``; ``final_sizes`` that are
+    not also grid sizes (last windows only) the smaller ``final_batch_buckets``: with 18 such sizes,
     buckets up to 64 would hold ~0.5 GB of graph outputs."""
 
     def __init__(

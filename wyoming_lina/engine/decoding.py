@@ -97,9 +97,8 @@ class StreamingDecoder:
             self.staging = StagingRing(frames * (self.codec.hop_length * 4 + 8) + (1 << 20))
         if self.graphs is None:
             kwargs = {} if batch_buckets is None else {"batch_buckets": batch_buckets}
-            grid = self.config.grid_sizes()
-            final = [size for size in self.config.final_sizes() if size not in grid]
-            self.graphs = CodecGraphs(self.codec, self.stream, list(grid), final_sizes=final, **kwargs)
+            sizes, final = list(self.config.grid_sizes()), self.config.final_sizes()
+            self.graphs = CodecGraphs(self.codec, self.stream, sizes, final_sizes=final, **kwargs)
         return self.graphs.capture_all()
 
     @staticmethod

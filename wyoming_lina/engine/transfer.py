@@ -48,11 +48,12 @@ class StagingRing:
     def alloc(self, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, tuple[int, int]] | None:
         """A tensor of ``shape`` and ``dtype`` in the ring and its region (for ``release``), or None."""
         nbytes = math.prod(shape) * dtype.itemsize
-        start = self._place(-(-nbytes // self.ALIGN) * self.ALIGN)
+        padded = -(-nbytes // self.ALIGN) * self.ALIGN
+        start = self._place(padded)
         if start is None:
             self.misses += 1
             return None
-        region = (start, start + -(-nbytes // self.ALIGN) * self.ALIGN)
+        region = (start, start + padded)
         self._live.append(region)
         return self.buffer[start : start + nbytes].view(dtype).view(shape), region
 
