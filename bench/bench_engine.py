@@ -91,6 +91,7 @@ def make_batch(model, B: int, text_len: int) -> ActiveBatch:
         top_p=torch.ones(B, device=dev),
         temperature=torch.ones(B, device=dev),
         seeds=torch.arange(B, device=dev),
+        min_frames=torch.full((B,), 20, device=dev),  # the EOS floor, as served
     )
 
 
@@ -109,7 +110,7 @@ def step_latency(model, sizes, iters) -> list[str]:
         def eager():
             logits, batch.state = model.step(batch.ctx, batch.next_tokens, batch.state)
             batch.next_tokens = sample_tokens(
-                logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100
+                logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100, batch.min_frames
             )
 
         for _ in range(3):
@@ -138,7 +139,7 @@ def profile_step(model, B: int = 1) -> list[str]:
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         logits, batch.state = model.step(batch.ctx, batch.next_tokens, batch.state)
-        sample_tokens(logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100)
+        sample_tokens(logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100, batch.min_frames)
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from wyoming_lina.errors import DeadlineExceededError, OverloadedError, SynthesisError
 from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder
-from wyoming_lina.model import EOS
+from wyoming_lina.model import BOS, EOS, PAD
 
 GREEDY = SamplingOptions(top_k=1)
 
@@ -61,14 +61,24 @@ async def run_all(engine, handles, max_iters=2000):
 
 
 async def test_prompt_prefill_reproduces_upstream_greedy_continuation(engine, vec):
+    """Upstream's greedy continuation, exactly, until upstream samples a special token (PAD at
+    its step 22): the engine never samples PAD/BOS and takes the best speech token instead."""
     job = GenerationJob(vec["text_ids"][0].tolist(), max_frames=100, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0])
     handle = engine.submit(job)
     (audio,) = await run_all(engine, [handle])
-    # upstream: the continuation is greedy_tokens[12:58], then EOS at step 58
-    assert handle.stats.tokens == vec["greedy_tokens"][0, 12:].tolist()
-    assert handle.stats.stop_reason == "eos"
-    assert handle.stats.frames == 46
-    assert audio.shape == (46 * 320,) and audio.dtype == np.float32
+    upstream = vec["greedy_tokens"][0, 12:].tolist()  # upstream: continuation from step 12
+    first_special = next(i for i, t in enumerate(upstream) if t in (PAD, BOS))
+    assert first_special == 10  # (the fixture's PAD at step 22)
+    tokens = handle.stats.tokens
+    assert tokens[:first_special] == upstream[:first_special]
+    logits = vec["greedy_logits"][0, 12 + first_special].clone()  # upstream's logits at that step
+    logits[[PAD, BOS]] = float("-inf")
+    assert tokens[first_special] == int(logits.argmax()) != upstream[first_special]
+    assert PAD not in tokens and BOS not in tokens
+    assert handle.stats.stop_reason in ("eos", "max_frames")
+    frames = handle.stats.frames
+    assert frames == len(tokens) - (tokens[-1] == EOS) and frames <= 100
+    assert audio.shape == (frames * 320,) and audio.dtype == np.float32
     assert np.abs(audio).max() > 0
 
 

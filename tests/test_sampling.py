@@ -1,17 +1,25 @@
-"""Sampling: greedy exactness, temperature before top-k, nucleus, per-row reproducibility."""
+"""Sampling: greedy exactness, temperature before top-k, nucleus, per-row reproducibility, and
+the one rule for special tokens (PAD/BOS never, EOS not before a row's minimum frames)."""
 
 import pytest
 import torch
 
 from wyoming_lina.engine.sampling import SamplingOptions, counter_uniform, sample_tokens
+from wyoming_lina.model import BOS, EOS, N_SPECIAL_AUDIO, PAD
 
 
 def run(logits, k, p=1.0, temp=1.0, seeds=None, counters=None):
+    """Sample from speech-token logits [B, V]: the special tokens in front get the HIGHEST
+    logits (so the rule, not luck, keeps them out); returns indices into ``logits``."""
     B = logits.shape[0]
     t = lambda v, dt: torch.full((B,), v, dtype=dt)  # noqa: E731
     seeds = seeds if seeds is not None else torch.arange(B)
     counters = counters if counters is not None else torch.zeros(B, dtype=torch.long)
-    return sample_tokens(logits, t(k, torch.long), t(p, torch.float), t(temp, torch.float), seeds, counters, k)
+    specials = torch.full((B, N_SPECIAL_AUDIO), 100.0)
+    specials[:, EOS] = float("-inf")  # EOS allowed (min_frames 0) but never likely here
+    full = torch.cat([specials, logits], dim=1)
+    got = sample_tokens(full, t(k, torch.long), t(p, torch.float), t(temp, torch.float), seeds, counters, k, t(0, torch.long))
+    return got - N_SPECIAL_AUDIO
 
 
 def test_greedy_is_argmax():
@@ -74,3 +82,18 @@ def test_counter_uniform_is_uniform_and_deterministic():
 def test_invalid_options_are_refused(kwargs):
     with pytest.raises(ValueError):
         SamplingOptions(**kwargs)
+
+
+def test_pad_and_bos_are_never_sampled_and_eos_waits_for_min_frames():
+    B, V = 512, 4099
+    logits = torch.randn(B, V, generator=torch.Generator().manual_seed(3))
+    logits[:, PAD] = logits[:, BOS] = logits[:, EOS] = 50.0  # the model "wants" them most
+    ones = torch.ones(B)
+    counters = torch.arange(B) % 40
+    min_frames = torch.full((B,), 20)
+    for k, temp in ((1, 1.0), (100, 1.0), (100, 3.0), (4099, 1.0)):
+        got = sample_tokens(logits, torch.full((B,), k), ones, ones * temp, torch.arange(B), counters, k, min_frames)
+        assert not ((got == PAD) | (got == BOS)).any()
+        early = counters < min_frames
+        assert not (got[early] == EOS).any()  # before the floor: never EOS, however likely
+        assert (got[~early] == EOS).all()  # from the floor on it is allowed (and here certain)

@@ -280,6 +280,25 @@ async def test_streaming_speaks_sentences_while_text_arrives(server):
     assert_same_audio(audio, one)
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_short_request_gets_samples(server, streaming):
+    """"Still alive?" once got audio-start, no samples and audio-stop (EOS at the first step)."""
+    async with server.client() as client:
+        if streaming:  # as Home Assistant sends every request since 2025.8
+            await client.write_event(SynthesizeStart().event())
+            await client.write_event(SynthesizeChunk(text="Still alive?").event())
+            await client.write_event(Synthesize(text="Still alive?").event())
+            await client.write_event(SynthesizeStop().event())
+            events = (await read_until(client, "synthesize-stopped", server))[:-1]
+        else:
+            await client.write_event(Synthesize(text="Still alive?").event())
+            events = await read_until(client, "audio-stop", server)
+    assert "error" not in [e.type for e in events]
+    audio = check_audio_cycle(events, server)
+    # floor: 40% of 12 characters at 5 frames per character (the fixture voice's default rate)
+    assert len(audio) // 2 >= int(0.4 * 5 * len("still alive?")) * 320
+
+
 async def test_streaming_empty_text_still_ends_with_stopped(server):
     async with server.client() as client:
         await client.write_event(SynthesizeStart().event())

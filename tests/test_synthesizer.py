@@ -45,7 +45,7 @@ def synth(lina_dir, codec_dir):
         ]
     )
     settings = SynthesisSettings(
-        default_voice="plain", min_frames=5, frames_per_token=1.0, sentence_silence=0.1,
+        default_voice="plain", max_frames=60, sentence_silence=0.1,
         max_text_chars=500, sampling=SamplingOptions(top_k=1),
     )  # fmt: skip
     engine = Engine(model, StreamingDecoder(codec))

@@ -10,7 +10,9 @@ import pytest
 import soundfile
 import torch
 import torch.nn.functional as F
+import yaml
 
+from wyoming_lina.engine.lengths import speaking_rate
 from wyoming_lina.errors import VoiceError
 from wyoming_lina.model import BOS, EOS, SpeakerState, load_lina
 from wyoming_lina.voices import VoiceStore, cli
@@ -227,7 +229,7 @@ def test_budgets_and_early_stopping(model, examples):
     assert all(torch.equal(p, q) for p, q in zip(early.state.parameters(), start.parameters(), strict=True))
 
 
-def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(model, codec, tokenizer, clip_dir, tmp_path):
+def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(model, codec, tokenizer, clip_dir, examples, tmp_path):
     store = VoiceStore(tmp_path, codec=codec, model=model, tokenizer=tokenizer)
     outcome = tune_voice(
         store, "Tuned", clip_dir, model=model, codec=codec, tokenizer=tokenizer,
@@ -246,6 +248,11 @@ def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(model, 
         assert torch.equal(p, q), name
     voice = store.get("tuned")
     assert voice.prompt_codes is None
+    # the speaker's rate over the clips (frames / characters) is recorded, and bounds what it says
+    meta = yaml.safe_load((tmp_path / "voices/Tuned/voice.yaml").read_text())
+    rate = speaking_rate(sum(e.frames for e in examples), sum(e.chars for e in examples))
+    assert sum(e.chars for e in examples) == sum(len(t) for t in TEXTS)
+    assert meta["frames_per_char"] == round(rate, 3) == voice.frames_per_char
     with torch.no_grad():
         expected = outcome.result.state.initial_state().S
     assert all(torch.equal(a, b) for a, b in zip(voice.initial_state.S, expected, strict=True))

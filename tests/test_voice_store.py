@@ -499,7 +499,7 @@ def test_cli_runs_standalone(tmp_path):
 
 
 # --- the default voice ---------------------------------------------------------------------
-RECIPE = DefaultVoiceRecipe(min_seconds=0.5, max_seconds=2.0, attempts=2)
+RECIPE = DefaultVoiceRecipe(max_seconds=2.0, attempts=2)
 
 
 def test_default_voice_is_made_once_and_stays_the_same(tmp_path, codec, model, tokenizer):
@@ -508,8 +508,9 @@ def test_default_voice_is_made_once_and_stays_the_same(tmp_path, codec, model, t
     folder = tmp_path / "a/voices/default"
     assert voice.name == "default" and voice.prompt_text == RECIPE.text and voice.initial_state is None
     n = voice.prompt_codes.numel()
-    assert 0.5 * 75 <= n <= 2.0 * 75
+    assert 0.4 * 5 * len(RECIPE.text) - 5 <= n <= 2.0 * 75  # floor: 40% of 5 frames per character
     assert voice.prompt_codes.min() >= 0 and voice.prompt_codes.max() < 64
+    assert voice.frames_per_char == 5.0  # the built-in voice speaks at the documented default rate
     samples, rate = soundfile.read(str(folder / "prompt.wav"))
     assert rate == RATE and len(samples) == 320 * n  # the decoded codes, for listening
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
@@ -536,3 +537,13 @@ def test_broken_default_voice_fails_loudly(tmp_path, codec, model, tokenizer):
     (tmp_path / "voices/default/voice.yaml").write_text("kind: prompt\n")
     with pytest.raises(VoiceError, match="voice 'default' is broken"):
         ensure_default_voice(store, recipe=RECIPE)
+
+
+@pytest.mark.parametrize("value", ["fast", 0.5, 40, True])
+def test_a_bad_speaking_rate_in_voice_yaml_makes_the_voice_unusable(tmp_path, lina_dir, value):
+    store = VoiceStore(tmp_path)
+    store.add("tuned", state=lina_dir / "speaker_state.safetensors")
+    path = tmp_path / "voices/tuned/voice.yaml"
+    path.write_text(path.read_text() + f"frames_per_char: {json.dumps(value)}\n")
+    (info,) = store.list()
+    assert not info.installed and "frames_per_char" in info.problem

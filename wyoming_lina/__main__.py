@@ -9,7 +9,7 @@ import signal
 import sys
 from functools import partial
 
-from .errors import LinaError
+from .errors import LinaError, NoAudioError
 from .server.app import ListenError
 from .server.discovery import DiscoveryError
 from .server.options import RuntimeConfigError, parse_args
@@ -101,6 +101,8 @@ def _speak(args) -> int:
         samples = asyncio.run(synthesize_all(synthesizer, args.text, args.voice))
     finally:
         runtime.engine.stop()
+    if not len(samples):  # never a silent WAV that looks like success
+        raise NoAudioError(f"no audio: nothing in {args.text!r} can be spoken by the model")
     write_wav(args.output, samples, synthesizer.sample_rate)
     _LOGGER.info("wrote %.2f s of audio to %s", len(samples) / synthesizer.sample_rate, args.output)
     return 0

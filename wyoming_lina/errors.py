@@ -55,6 +55,18 @@ class DeadlineExceededError(LinaError):
     code = "deadline-exceeded"
 
 
+class NoAudioError(LinaError):
+    """Generation ended without audio for a sentence, also on its retry."""
+
+    code = "no-audio"
+
+
+class ShuttingDownError(LinaError):
+    """The server is stopping: requests still running end with this."""
+
+    code = "shutting-down"
+
+
 class SynthesisError(LinaError):
     """Generation failed for this request (the server keeps serving others)."""
 

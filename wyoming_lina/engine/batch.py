@@ -41,12 +41,13 @@ class ActiveBatch:
     top_p: torch.Tensor | None = None
     temperature: torch.Tensor | None = None
     seeds: torch.Tensor | None = None
+    min_frames: torch.Tensor | None = None  # [B] EOS is not sampled before this many frames
     generation: int = 0  # bumped whenever rows join or leave (the tensors are new then)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    _TENSORS = ("next_tokens", "counters", "top_k", "top_p", "temperature", "seeds")
+    _TENSORS = ("next_tokens", "counters", "top_k", "top_p", "temperature", "seeds", "min_frames")
 
     def keep(self, indices: list[int]) -> None:
         """Keep only these rows (in this order)."""

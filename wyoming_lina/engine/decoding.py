@@ -82,6 +82,10 @@ class StreamingDecoder:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
+    @property
+    def samples_per_frame(self) -> int:
+        return self.codec.hop_length
+
     def open(self) -> CodecStream:
         return self.codec.new_stream(self.config)
 

@@ -125,17 +125,18 @@ class GraphedStep:
             b["temperature"][:B],
             b["seeds"][:B],
             b["counters"][:B],
+            b["min_frames"][:B],
             K,
         )
 
-    def _compute_step(self, ctx, state, tokens, top_k, top_p, temperature, seeds, counters, K: int) -> None:
+    def _compute_step(self, ctx, state, tokens, top_k, top_p, temperature, seeds, counters, min_frames, K: int) -> None:
         """Model step + sampling, writing the new state, tokens and counters in place.
 
         This is what torch.compile fuses: with the writes inside the compiled function, each new
         state is stored straight into its buffer by the kernel that computes it (no extra copy
         pass over the [B, H, dk, dv] states, which dominate memory traffic at large batch)."""
         logits, new = self.model.step(ctx, tokens, state, kernel=self.config.kernel)
-        sampled = sample_tokens(logits, top_k, top_p, temperature, seeds, counters, K)
+        sampled = sample_tokens(logits, top_k, top_p, temperature, seeds, counters, K, min_frames)
         for old_layer, new_layer in zip(state.layers, new.layers):
             for buf, t in zip(old_layer, new_layer):
                 if buf is not None and t is not buf:  # the fused kernel updates in place

@@ -22,7 +22,8 @@ from .sampling import SamplingOptions
 @dataclass(frozen=True)
 class GenerationJob:
     text_ids: list[int]  # "[BOS]" + (prompt transcript + " ") + text + "[EOS]"
-    max_frames: int  # hard stop for a row that never emits EOS
+    max_frames: int  # the row ends here if it has not sampled EOS (engine.lengths)
+    min_frames: int = 0  # EOS is not sampled before this many frames
     sampling: SamplingOptions = SamplingOptions()
     prompt_codes: torch.Tensor | None = None  # [P] codec codes of the voice clip
     initial_state: InitialState | None = None  # IST voice state
@@ -33,6 +34,8 @@ class GenerationJob:
             raise ValueError("text_ids must hold at least BOS and EOS")
         if self.max_frames < 1:
             raise ValueError("max_frames must be positive")
+        if not 0 <= self.min_frames <= self.max_frames:
+            raise ValueError(f"min_frames must be in [0, max_frames], got {self.min_frames}")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from ..errors import DeadlineExceededError, OverloadedError, SynthesisError, UnsupportedTextError
+from ..errors import DeadlineExceededError, OverloadedError, ShuttingDownError, SynthesisError, UnsupportedTextError
 from ..model import BOS, EOS, N_SPECIAL_AUDIO, LinaModel, LinaState
 from ..triton_support import triton_available
 from .batch import ActiveBatch, Row
@@ -144,6 +144,8 @@ class Engine:
                 f"text of {len(job.text_ids)} tokens is longer than the model's {self.model.config.max_text_len}"
             )
         with self._wakeup:
+            if self._stopping:
+                raise ShuttingDownError("the server is shutting down")
             if len(self._pending) >= self.max_queue:
                 raise OverloadedError(f"{len(self._pending)} requests are already waiting; try again shortly")
             self._pending.append(handle)
@@ -164,7 +166,7 @@ class Engine:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        error = SynthesisError("the server is shutting down")
+        error = ShuttingDownError("the server is shutting down")
         self._fail_active(error)
         while self._pending:
             self._pending.popleft().finish(error)
@@ -400,7 +402,7 @@ class Engine:
             last = torch.stack([job.prompt_codes[-1] for job in jobs]).long()
             next_tokens = to_device(last, dev) + N_SPECIAL_AUDIO
         seeds = [j.sampling.seed if j.sampling.seed is not None else random.getrandbits(62) for j in jobs]
-        ints = to_device([[j.sampling.top_k for j in jobs], seeds], dev, torch.long)
+        ints = to_device([[j.sampling.top_k for j in jobs], seeds, [j.min_frames for j in jobs]], dev, torch.long)
         floats = to_device([[j.sampling.top_p for j in jobs], [j.sampling.temperature for j in jobs]], dev, torch.float32)
         return ActiveBatch(
             rows=[Row(handle=h, seed=seed, decoder=self.decoder.open()) for h, seed in zip(handles, seeds)],
@@ -412,6 +414,7 @@ class Engine:
             top_p=floats[0],
             temperature=floats[1],
             seeds=ints[1],
+            min_frames=ints[2],
         )
 
     def _encoded_prompt(self, job: GenerationJob) -> tuple[torch.Tensor, LinaState]:
@@ -436,7 +439,7 @@ class Engine:
         rows = b.rows  # replaced, never mutated, when rows join or leave: safe to keep
         if self.graphed is None:
             logits, b.state = self.model.step(b.ctx, b.next_tokens, b.state)
-            tokens = sample_tokens(logits, b.top_k, b.top_p, b.temperature, b.seeds, b.counters, b.max_k)
+            tokens = sample_tokens(logits, b.top_k, b.top_p, b.temperature, b.seeds, b.counters, b.max_k, b.min_frames)
             b.next_tokens = tokens
             b.counters = b.counters + 1
             self.steps += 1
@@ -520,7 +523,7 @@ class Engine:
                 j += 1
             tokens = np.stack([t for _, _, t in log[i:j]], axis=1)  # [rows, steps]
             as_lists = tokens.tolist()
-            codes = torch.from_numpy(np.maximum(tokens - N_SPECIAL_AUDIO, 0))  # specials -> code 0 (as upstream)
+            codes = torch.from_numpy(tokens - N_SPECIAL_AUDIO)  # PAD/BOS are never sampled; EOS is never pushed
             for r, row in enumerate(rows):
                 if row.handle.done:  # cancelled, failed or dropped
                     continue

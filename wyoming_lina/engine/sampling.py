@@ -1,5 +1,10 @@
 """Token sampling for a batch of rows, each with its own settings and random stream.
 
+Every generation samples through ``sample_tokens`` (engine rows on the CPU and inside the
+captured CUDA-graph step, the built-in voice's generator), so one rule holds everywhere:
+PAD and BOS are never sampled (they are not speech), and EOS is not sampled before a row has
+produced its ``min_frames`` (``engine.lengths``; the row's counter is its frame count).
+
 Randomness is counter-based: row r at its step t draws u = hash(seed_r, t), computed on the
 device. A row therefore samples the same tokens whether it runs alone or inside any batch,
 and no per-row generator lives on the host. Temperature is applied before the top-k
@@ -11,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from ..model import BOS, EOS, PAD
 
 _MASK64 = (1 << 64) - 1
 
@@ -60,6 +67,16 @@ def counter_uniform(seeds: torch.Tensor, counters: torch.Tensor) -> torch.Tensor
     return _shr(x, 11).double() / float(1 << 53)
 
 
+def allowed_logits(logits: torch.Tensor, counters: torch.Tensor, min_frames: torch.Tensor) -> torch.Tensor:
+    """logits [B, V] with what may not be sampled now at -inf: PAD and BOS always, EOS while
+    the row's counter (frames produced) is below its ``min_frames``. Pure tensor ops, so it
+    runs inside the captured step as on the CPU."""
+    column = torch.arange(logits.shape[-1], device=logits.device)[None, :]
+    special = (column == PAD) | (column == BOS)
+    early_eos = (column == EOS) & (counters < min_frames)[:, None]
+    return logits.float().masked_fill(special | early_eos, float("-inf"))
+
+
 def sample_tokens(
     logits: torch.Tensor,
     top_k: torch.Tensor,
@@ -68,14 +85,17 @@ def sample_tokens(
     seeds: torch.Tensor,
     counters: torch.Tensor,
     max_k: int,
+    min_frames: torch.Tensor,
 ) -> torch.Tensor:
-    """logits [B, V] float; per-row top_k/top_p/temperature/seeds/counters [B]. Returns [B] int64.
+    """logits [B, V] float; per-row top_k/top_p/temperature/seeds/counters/min_frames [B].
+    Returns [B] int64, never PAD or BOS, and EOS only for rows whose counter >= min_frames.
 
-    Rows with top_k == 1 or temperature == 0 take the argmax exactly.
+    Rows with top_k == 1 or temperature == 0 take the argmax (of the allowed tokens) exactly.
     """
     greedy = (top_k == 1) | (temperature == 0)
     temp = torch.where(greedy, torch.ones_like(temperature), temperature)
-    values, indices = torch.topk(logits.float() / temp[:, None], min(max_k, logits.shape[-1]), dim=-1)
+    logits = allowed_logits(logits, counters, min_frames)
+    values, indices = torch.topk(logits / temp[:, None], min(max_k, logits.shape[-1]), dim=-1)
     rank = torch.arange(values.shape[-1], device=logits.device)[None, :]
     values = values.masked_fill(rank >= top_k[:, None], float("-inf"))
     probs = torch.softmax(values, dim=-1)

@@ -4,11 +4,18 @@ Text is split into sentences (also when it arrives in fragments), each sentence 
 tokenised and submitted to the engine as its own row as soon as it is complete, so the
 sentences of one request generate in parallel; audio is delivered strictly in order with a
 short pause between sentences.
+
+Each sentence's length is bounded by its text and the voice's speaking rate
+(``engine.lengths``). A sentence that still yields less than its floor (the engine failed it)
+is tried once more with the next seed; if that fails too the request fails with
+``NoAudioError``: a voice assistant must never answer with silence and no error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -16,10 +23,11 @@ from typing import AsyncIterator, Protocol
 
 import numpy as np
 
-from ..errors import TextTooLongError, UnsupportedTextError
+from ..errors import NoAudioError, SynthesisError, TextTooLongError, UnsupportedTextError
 from ..text import LinaTokenizer, SentenceChunker, normalize_text, prepare_sentence
 from ..voices.voice import Voice, VoiceInfo
 from .job import GenerationJob, JobHandle
+from .lengths import FRAMES_PER_SECOND, frame_bounds, speaking_rate, spoken_chars
 from .loop import Engine
 from .sampling import SamplingOptions
 
@@ -38,9 +46,7 @@ class SynthesisSettings:
     sentence_silence: float = 0.2  # seconds between sentences
     max_text_chars: int = 10_000  # per request (and per stream)
     max_sentence_chars: int = 200
-    frames_per_token: float = 12.0  # max length guard: frames allowed per text token...
-    min_frames: int = 40  # ...plus this many
-    max_frames: int = 75 * 60  # and never more than a minute per sentence
+    max_frames: int = 60 * FRAMES_PER_SECOND  # no sentence longer (--max-sentence-seconds)
     deadline: float | None = 120.0  # seconds per sentence job from submission
     sampling: SamplingOptions = SamplingOptions()
 
@@ -55,6 +61,8 @@ class Synthesizer:
         self.tokenizer = tokenizer
         self.voices = voices
         self.settings = settings
+        # per voice object (voices are immutable): its normalised transcript and speaking rate
+        self._voice_text: collections.OrderedDict[int, tuple[Voice, str, float | None]] = collections.OrderedDict()
 
     @property
     def sample_rate(self) -> int:
@@ -91,23 +99,48 @@ class Synthesizer:
         return [self.job_for(p, voice, sampling) for p in pieces if p.strip(" .,;:!?-'\"")]
 
     def job_for(self, spoken: str, voice: Voice, sampling: SamplingOptions) -> GenerationJob:
-        """Tokenise one normalised piece (with the voice's prompt transcript in front)."""
-        target = self.tokenizer.encode(spoken)
-        text = spoken
-        if voice.prompt_text:
-            text = normalize_text(voice.prompt_text, self.tokenizer) + " " + spoken
-        ids = self.tokenizer.encode(text)
-        s = self.settings
-        max_frames = min(s.max_frames, int(s.min_frames + s.frames_per_token * len(target)))
-        deadline = time.monotonic() + s.deadline if s.deadline else None
+        """Tokenise one normalised piece (with the voice's prompt transcript in front) and bound
+        its length by its characters and the voice's speaking rate."""
+        self.tokenizer.encode(spoken)  # the piece alone must be sayable (the error names it)
+        prompt_text, rate = self._prompt_text_and_rate(voice)
+        ids = self.tokenizer.encode(f"{prompt_text} {spoken}" if prompt_text else spoken)
+        bounds = frame_bounds(spoken_chars(spoken), rate, self.settings.max_frames)
         return GenerationJob(
             text_ids=ids,
-            max_frames=max_frames,
+            max_frames=bounds.max_frames,
+            min_frames=bounds.min_frames,
             sampling=sampling,
             prompt_codes=voice.prompt_codes,
             initial_state=voice.initial_state,
-            deadline=deadline,
+            deadline=self._deadline(),
         )
+
+    def retry_job(self, job: GenerationJob) -> GenerationJob:
+        """The same utterance once more, with the next seed and a fresh deadline."""
+        seed = job.sampling.seed
+        sampling = dataclasses.replace(job.sampling, seed=None if seed is None else seed + 1)
+        return dataclasses.replace(job, sampling=sampling, deadline=self._deadline())
+
+    def _deadline(self) -> float | None:
+        return time.monotonic() + self.settings.deadline if self.settings.deadline else None
+
+    def _prompt_text_and_rate(self, voice: Voice) -> tuple[str, float | None]:
+        """(normalised prompt transcript or "", frames per character or None for the default).
+        A rate the voice recorded (tuning measures it over all its clips; the built-in voice
+        records the default) wins; else a clip voice's rate is measured on its clip (its frames /
+        its transcript's characters)."""
+        hit = self._voice_text.get(id(voice))
+        if hit is not None and hit[0] is voice:
+            return hit[1], hit[2]
+        text, rate = "", voice.frames_per_char
+        if voice.prompt_text:
+            text = normalize_text(voice.prompt_text, self.tokenizer)
+            if rate is None:
+                rate = speaking_rate(len(voice.prompt_codes), spoken_chars(text))
+        self._voice_text[id(voice)] = (voice, text, rate)
+        while len(self._voice_text) > 64:
+            self._voice_text.popitem(last=False)
+        return text, rate
 
 
 class SynthesisStream:
@@ -124,7 +157,7 @@ class SynthesisStream:
         self.chunker = SentenceChunker(max_chars=synth.settings.max_sentence_chars)
         self.chars = 0
         self.sentences = 0
-        self._handles: asyncio.Queue[JobHandle | None] = asyncio.Queue()
+        self._handles: asyncio.Queue[tuple[GenerationJob, JobHandle] | None] = asyncio.Queue()
         self._all: list[JobHandle] = []
         self._finished = False
 
@@ -150,10 +183,14 @@ class SynthesisStream:
             _LOGGER.warning("skipping a sentence the model cannot say: %s", err)
             return
         for job in jobs:
-            handle = self.synth.engine.submit(job)
+            handle = self._start(job)
             self.sentences += 1
-            self._all.append(handle)
-            self._handles.put_nowait(handle)
+            self._handles.put_nowait((job, handle))
+
+    def _start(self, job: GenerationJob) -> JobHandle:
+        handle = self.synth.engine.submit(job)
+        self._all.append(handle)
+        return handle
 
     def cancel(self) -> None:
         """Drop every row of this stream; iteration ends (nothing more is submitted)."""
@@ -167,11 +204,31 @@ class SynthesisStream:
         silence = np.zeros(int(self.synth.settings.sentence_silence * self.synth.sample_rate), dtype=np.int16)
         first = True
         try:
-            while (handle := await self._handles.get()) is not None:
+            while (item := await self._handles.get()) is not None:
                 if not first and len(silence):
                     yield silence
                 first = False
-                async for samples in handle:
-                    yield to_int16(samples)
+                async for samples in self._sentence_audio(*item):
+                    yield samples
         finally:
             self.cancel()
+
+    async def _sentence_audio(self, job: GenerationJob, handle: JobHandle) -> AsyncIterator[np.ndarray]:
+        """One sentence's int16 audio; retried once (next seed) if it yields less than its floor."""
+        floor = job.min_frames * self.synth.engine.decoder.samples_per_frame
+        for attempt in range(2):
+            samples, failure = 0, None
+            try:
+                async for chunk in handle:
+                    samples += len(chunk)
+                    yield to_int16(chunk)
+            except SynthesisError as err:  # the engine failed this row (not a limit or overload)
+                failure = err
+            if handle.cancelled or (failure is None and samples >= max(floor, 1)):
+                return
+            reason = f"failed ({failure})" if failure is not None else f"gave {samples} samples (floor {floor})"
+            if attempt == 0:
+                _LOGGER.warning("a sentence %s; trying it once more with the next seed", reason)
+                job = self.synth.retry_job(job)
+                handle = self._start(job)
+        raise NoAudioError(f"the model produced no audio for a sentence, twice (last attempt {reason})")

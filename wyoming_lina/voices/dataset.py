@@ -48,6 +48,7 @@ class TuningExample:
     id: str
     text_ids: list[int]
     codes: torch.Tensor  # [T] long, 0 <= code < n_codes
+    chars: int = 0  # characters of the normalised transcript (engine.lengths.spoken_chars)
 
     @property
     def frames(self) -> int:
@@ -155,6 +156,7 @@ def prepare_examples(
     """Normalise + tokenise each transcript and encode each clip (cached by SHA-256)."""
     from tqdm import tqdm
 
+    from ..engine.lengths import spoken_chars
     from ..text import normalize_text
 
     limits = replace(TRAINING_LIMITS, min_seconds=min_clip_seconds, max_seconds=max_clip_seconds)
@@ -198,7 +200,7 @@ def prepare_examples(
         if n_codes is not None and codes.numel() and int(codes.max()) >= n_codes:
             report.skip(item.id, "codes outside the model's vocabulary (codec and model do not match)")
             continue
-        examples.append(TuningExample(item.id, text_ids, codes))
+        examples.append(TuningExample(item.id, text_ids, codes, spoken_chars(spoken)))
         report.used += 1
         report.seconds += codes.numel() / FRAME_RATE
     if cache_path is not None and dirty:

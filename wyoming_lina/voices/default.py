@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..engine.lengths import DEFAULT_FRAMES_PER_CHAR
 from ..errors import VoiceError
 from .voice import Voice
 
@@ -32,10 +33,8 @@ class DefaultVoiceRecipe:
     seed: int = 1105  # attempt i samples with seed + i
     top_k: int = 50
     temperature: float = 0.8  # a little below upstream's 1.0: a steadier, cleaner speaker
-    min_seconds: float = 1.5  # EOS is not allowed before this
-    max_seconds: float = 8.0
+    max_seconds: float = 8.0  # below the usual ceiling: a take that has not ended by now is dropped
     attempts: int = 4  # tries (next seed) when the sentence does not end by max_seconds
-    frame_rate: int = 75  # codec frames per second
 
 
 @torch.inference_mode()
@@ -44,20 +43,24 @@ def generate_prompt_codes(
 ) -> tuple[torch.Tensor, int, bool]:
     """Sample the recipe's sentence from the plain model: (codes [T] on CPU, seed used, ended by EOS).
 
-    PAD and BOS are never sampled (they are not speech), EOS not before ``min_seconds``."""
+    The length rule is every generation's (``engine.lengths``, ``engine.sampling``): PAD and BOS
+    are never sampled, EOS not before the floor for this sentence at the default speaking rate,
+    and no take is longer than its ceiling (nor ``recipe.max_seconds``)."""
+    from ..engine.lengths import FRAMES_PER_SECOND, frame_bounds, spoken_chars
     from ..engine.sampling import sample_tokens
-    from ..model import BOS, EOS, N_SPECIAL_AUDIO, PAD
+    from ..model import BOS, EOS, N_SPECIAL_AUDIO
     from ..text import normalize_text
 
     device = model.device
-    ids = tokenizer.encode(normalize_text(recipe.text, tokenizer))
+    spoken = normalize_text(recipe.text, tokenizer)
+    ids = tokenizer.encode(spoken)
     ctx = model.encode_text(torch.tensor([ids], device=device))
-    min_frames = int(recipe.min_seconds * recipe.frame_rate)
-    max_frames = int(recipe.max_seconds * recipe.frame_rate)
+    bounds = frame_bounds(spoken_chars(spoken), None, int(recipe.max_seconds * FRAMES_PER_SECOND))
     options = {
         "top_k": torch.tensor([recipe.top_k], device=device),
         "top_p": torch.tensor([1.0], device=device),
         "temperature": torch.tensor([recipe.temperature], device=device),
+        "min_frames": torch.tensor([bounds.min_frames], device=device),
     }
     codes: list[int] = []
     for attempt in range(recipe.attempts):
@@ -65,12 +68,8 @@ def generate_prompt_codes(
         state = model.init_state(1)
         token = torch.tensor([BOS], device=device)
         codes, ended = [], False
-        for t in range(max_frames):
+        for t in range(bounds.max_frames):
             logits, state = model.step(ctx, token, state)
-            logits = logits.float().clone()
-            logits[:, [PAD, BOS]] = float("-inf")
-            if t < min_frames:
-                logits[:, EOS] = float("-inf")
             token = sample_tokens(
                 logits,
                 seeds=torch.tensor([seed], device=device),
@@ -126,7 +125,11 @@ def ensure_default_voice(
         f"generated once by wyoming-lina: the plain model speaking a fixed sentence "
         f"(seed {seed}, top-k {recipe.top_k}, temperature {recipe.temperature})"
     )
-    extra = {"generated": {**asdict(recipe), "seed_used": seed, "ended_by_eos": ended, "frames": int(codes.numel())}}
+    extra = {
+        "generated": {**asdict(recipe), "seed_used": seed, "ended_by_eos": ended, "frames": int(codes.numel())},
+        # the built-in voice speaks at the documented default rate (its take was bounded by it)
+        "frames_per_char": DEFAULT_FRAMES_PER_CHAR,
+    }
     store.add_generated(
         name,
         codes,

@@ -81,6 +81,7 @@ class VoiceEntry:
     created: str = ""
     source: str = ""
     defined_in: Path | None = None
+    frames_per_char: float | None = None  # speaking rate recorded by tuning
     problem: str | None = None
     quiet: bool = False  # a problem that is a normal condition (tuning not finished): log at info
     signature: tuple = ()
@@ -410,9 +411,11 @@ class VoiceStore:
         description: str | None = None,
         source: str = "",
         metadata: dict[str, str] | None = None,
+        frames_per_char: float | None = None,
     ) -> VoiceInfo:
         """Store a tuned state (upstream keys, float32) as ``name``'s state; a voice that already
-        has a prompt keeps it and becomes ``prompt+state``."""
+        has a prompt keeps it and becomes ``prompt+state``. ``frames_per_char`` is the speaker's
+        rate measured on the tuning clips (it bounds the length of what the voice says)."""
         folder = self.folder_for_new_state(name)
         inspect_state_tensors(tensors, "tuned state", self.model.config if self.model is not None else None)
         old: dict = {}
@@ -438,6 +441,8 @@ class VoiceStore:
         )
         if old.get("source") and has_prompt:
             meta["source"] = f"{old['source']}; {source}"
+        if frames_per_char is not None:
+            meta["frames_per_char"] = round(float(frames_per_char), 3)
         write_yaml(folder / VOICE_FILE, meta)
         with self._lock:
             key = name_key(folder.name)
@@ -559,6 +564,7 @@ class VoiceStore:
             created=str(meta.get("created") or ""),
             source=str(meta.get("source") or ""),
             defined_in=yaml_path,
+            frames_per_char=_speaking_rate(meta.get("frames_per_char"), yaml_path),
             signature=signature,
         )
         self._check_entry(entry, audio_required=not codes.is_file())
@@ -727,6 +733,7 @@ class VoiceStore:
             prompt_codes=codes,
             prompt_text=text,
             initial_state=initial_state,
+            frames_per_char=entry.frames_per_char,
         )
 
     def _prompt_codes(self, entry: VoiceEntry) -> torch.Tensor:
@@ -847,6 +854,19 @@ class VoiceStore:
             shutil.rmtree(trash, ignore_errors=True)
         with self._lock:
             self._forget(name_key(name))
+
+
+def _speaking_rate(value, where: Path) -> float | None:
+    """voice.yaml's ``frames_per_char`` (written by tuning): a number in the plausible range."""
+    from ..engine.lengths import MAX_FRAMES_PER_CHAR, MIN_FRAMES_PER_CHAR
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise VoiceError(f"{where}: frames_per_char must be a number, not {value!r}")
+    if not MIN_FRAMES_PER_CHAR <= value <= MAX_FRAMES_PER_CHAR:
+        raise VoiceError(f"{where}: frames_per_char must be between {MIN_FRAMES_PER_CHAR} and {MAX_FRAMES_PER_CHAR}")
+    return float(value)
 
 
 def _unusable(entry: VoiceEntry, problem: str) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..engine.lengths import speaking_rate
 from ..errors import VoiceError
 from ..model import BOS, EOS, N_SPECIAL_AUDIO, PAD, SpeakerState
 from .dataset import CLIP_CODES_FILE, DatasetReport, TuningExample, prepare_examples, read_dataset
@@ -492,8 +493,15 @@ def tune_voice(
             f"{result.step} steps ({result.stop_reason}){best}"
         )
         metadata = {"format": "lina-speaker-state", "rank": str(config.rank), "steps": str(result.step)}
+        rate = speaking_rate(sum(e.frames for e in examples), sum(e.chars for e in examples))
         info = store.write_state_voice(
-            name, _tensors(result.state), languages=languages, description=description, source=source, metadata=metadata
+            name,
+            _tensors(result.state),
+            languages=languages,
+            description=description,
+            source=source,
+            metadata=metadata,
+            frames_per_char=rate,
         )
         return TuneOutcome(info, result, report, notes, warnings, checkpoint)
     except BaseException:

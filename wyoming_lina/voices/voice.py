@@ -31,6 +31,7 @@ class Voice:
     prompt_codes: torch.Tensor | None = None  # [P] codec codes of the clip
     prompt_text: str | None = None  # the clip's transcript
     initial_state: InitialState | None = None
+    frames_per_char: float | None = None  # speaking rate recorded by tuning (engine.lengths)
 
     def __post_init__(self):
         if (self.prompt_codes is None) != (self.prompt_text is None):
