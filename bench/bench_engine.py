@@ -31,7 +31,7 @@ from full_size import random_full_size_lina  # noqa: E402
 from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder, streaming_config_for  # noqa: E402
 from wyoming_lina.engine.batch import ActiveBatch  # noqa: E402
 from wyoming_lina.engine.graphed_step import GraphConfig, GraphedStep  # noqa: E402
-from wyoming_lina.engine.loop import engine_options  # noqa: E402
+from wyoming_lina.engine.settings import EngineSettings  # noqa: E402
 from wyoming_lina.engine.sampling import sample_tokens  # noqa: E402
 from wyoming_lina.model import BOS, InitialState, cast_weights  # noqa: E402
 from wyoming_lina.text import LinaTokenizer  # noqa: E402
@@ -80,7 +80,7 @@ def graph_time(fn, reps: int = 10, iters: int = 30) -> float:
 def make_batch(model, B: int, text_len: int) -> ActiveBatch:
     dev = model.device
     text = torch.randint(3, 200, (B, text_len), device=dev)
-    row = SimpleNamespace(handle=SimpleNamespace(job=SimpleNamespace(sampling=SamplingOptions(top_k=100))))
+    row = SimpleNamespace(job=SimpleNamespace(sampling=SamplingOptions(top_k=100)))
     return ActiveBatch(
         rows=[row] * B,
         ctx=model.encode_text(text),
@@ -101,8 +101,8 @@ def step_latency(model, sizes, iters) -> list[str]:
         "| batch | eager step (ms) | CUDA-graph step (ms) | compiled + CUDA-graph step (ms) | speed-up vs eager |",
         "|---|---|---|---|---|",
     ]
-    served = engine_options("cuda")["graphs"]  # what the server runs (fused_step kernel, compiled)
-    graphed = GraphedStep(model, GraphConfig(kernel=served.kernel))
+    served = EngineSettings.for_device("cuda").graphs  # what the server runs (compiled; the model's fused GLA step)
+    graphed = GraphedStep(model, GraphConfig())
     compiled = GraphedStep(model, served)
     for B in sizes:
         batch = make_batch(model, B, 80)
@@ -165,9 +165,9 @@ def build_engine(model, codec, graphs: bool) -> Engine:
     """graphs=True: the engine exactly as the server builds it on CUDA; False: the naive baseline
     (plain eager step, decode every step, constant-hop streaming windows)."""
     if graphs:
-        engine = Engine(model, StreamingDecoder(codec, streaming_config_for("cuda")), **engine_options("cuda"))
+        engine = Engine(model, StreamingDecoder(codec, streaming_config_for("cuda")), EngineSettings.for_device("cuda"))
     else:
-        engine = Engine(model, StreamingDecoder(codec), graphs=None, decode_interval=1)
+        engine = Engine(model, StreamingDecoder(codec), EngineSettings(graphs=None, decode_interval=1))
     engine.start()
     return engine
 

@@ -46,7 +46,7 @@ def main() -> None:
     count = decoder.capture_graphs()
     print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}: {count} codec graphs captured in {time.monotonic() - t0:.1f} s, "
           f"graph pool {torch.cuda.memory_reserved() / 2**30:.2f} GiB reserved\n")  # fmt: skip
-    graphs, stream = decoder.graphs, decoder.stream
+    graphs, stream = decoder.graphs, decoder.cuda_stream
     print("| window frames | windows | eager ms | graph ms | speed-up | max abs graph vs eager |")
     print("|---|---|---|---|---|---|")
     for size in graphs.sizes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import dataclasses
 import functools
 import gc
 import inspect
@@ -56,19 +57,18 @@ def timed(owner, name: str, label: str | None = None) -> None:
 
 
 def instrument(engine) -> None:
-    timed(engine, "_step", "step: launch + previous step's processing")
-    timed(engine, "_finish_inflight", "  finish previous step (wait + process)")
-    timed(torch.cuda.Event, "synchronize", "    cuda event waits")
-    timed(engine, "_process", "    process tokens")
-    timed(engine, "_flush_log", "      tokens to rows")
-    timed(engine.decoder, "windows", "      codec windows")
-    timed(engine.decoder, "launch", "      codec launch")
-    timed(engine, "_hand_out_audio", "hand out audio")
+    timed(engine.runner, "launch", "step: launch (+ take the oldest queued step's tokens)")
+    timed(torch.cuda.Event, "synchronize", "  cuda event waits")
+    timed(engine, "_process", "process tokens")
+    timed(engine.outputs, "flush_log", "  tokens to rows")
+    timed(engine.decoder, "windows", "  codec windows")
+    timed(engine.decoder, "launch", "  codec launch")
+    timed(engine.outputs, "hand_out", "hand out audio")
     from wyoming_lina.engine.decoding import LaunchedDecode
 
     timed(LaunchedDecode, "results", "  take + crossfade")
     timed(engine, "_admit", "admit (text encoding, prefill)")
-    timed(engine, "_prepare", "  prepare (text, prefill, states)")
+    timed(engine.runner.prefill, "prepare", "  prepare (text, prefill, states)")
     timed(engine.model, "encode_text", "    encode_text")
     from wyoming_lina.engine.batch import ActiveBatch
     from wyoming_lina.engine.graphed_step import GraphedStep
@@ -78,7 +78,17 @@ def instrument(engine) -> None:
     timed(ActiveBatch, "extend", "  ActiveBatch.extend")
     timed(ActiveBatch, "keep", "ActiveBatch.keep")
     timed(GraphedStep, "_bind", "GraphedStep._bind (batch -> graph buffers)")
-    timed(engine, "_drop_finished_or_cancelled", "drop finished")
+    timed(engine, "_drop_leaving", "drop cancelled / overdue")
+
+
+def use_settings(engine, **changes) -> None:
+    """Switch an engine's loop settings between rounds (same process, same graphs): a benchmark
+    knob only; the server's settings are fixed when its engine is made."""
+    settings = dataclasses.replace(engine.settings, **changes)
+    engine.settings = engine.scheduler.settings = engine.runner.settings = settings
+    engine.scheduler.max_batch = settings.max_batch
+    slots = engine.runner._host_tokens
+    engine.runner._host_tokens = [torch.zeros_like(slots[0]).pin_memory() for _ in range(settings.pipeline_depth + 1)]
 
 
 async def main_async(args) -> None:
@@ -110,15 +120,14 @@ async def main_async(args) -> None:
     profiler = None
     settings = [
         (d, a, r)
-        for d in args.depth or [engine.pipeline_depth]
-        for a in args.admit or [engine.max_admit_per_step]
-        for r in args.rows_per_step or [engine.rows_per_queued_step]
+        for d in args.depth or [engine.settings.pipeline_depth]
+        for a in args.admit or [engine.settings.max_admit_per_step]
+        for r in args.rows_per_step or [engine.settings.rows_per_queued_step]
     ]
     for round_, (depth, admit, per_step) in enumerate(s for s in settings for _ in range(args.rounds)):
-        engine.rows_per_queued_step = per_step
-        if (depth, admit) != (engine.pipeline_depth, engine.max_admit_per_step):
-            engine.pipeline_depth, engine.max_admit_per_step = depth, admit
-            engine._host_tokens = [torch.zeros_like(engine._host_tokens[0]).pin_memory() for _ in range(depth + 1)]
+        current = engine.settings
+        if (depth, admit, per_step) != (current.pipeline_depth, current.max_admit_per_step, current.rows_per_queued_step):
+            use_settings(engine, pipeline_depth=depth, max_admit_per_step=admit, rows_per_queued_step=per_step)
         last = round_ == len(settings) * args.rounds - 1
         if args.cprofile and last:
             import cProfile
@@ -167,7 +176,7 @@ async def main_async(args) -> None:
             print(f"\n{len(slow)} engine iterations over {args.slow} ms (s from submit, ms, steps launched, where the time went):")
             for at, d, n, spent in slow[:40]:
                 print(f"  {at:.3f} s  {1000 * d:.1f} ms  step {n - steps0}: " + ", ".join(f"{k} {1000 * v:.1f}" for v, k in spent if v > 0.0005))
-        print(f"\n{args.streams} streams x {args.frames} frames, pipeline depth {depth} ({engine.queued_steps(args.streams)} queued), admit {admit}: {audio_s:.1f} s "
+        print(f"\n{args.streams} streams x {args.frames} frames, pipeline depth {depth} ({engine.settings.queued_steps(args.streams)} queued), admit {admit}: {audio_s:.1f} s "
               f"of audio in {wall:.3f} s = {audio_s / wall:.0f}x real time; {steps} steps, {1000 * wall / steps:.3f} ms per step")  # fmt: skip
         if args.brief:
             continue
@@ -237,7 +246,7 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="no full warm-up round: the first round pays what is first-time at this load")
     parser.add_argument("--depth", type=int, action="append", help="pipeline depths to compare (default: the engine's)")
     parser.add_argument("--admit", type=int, action="append", help="admissions per iteration to compare (default: the engine's)")
-    parser.add_argument("--rows-per-step", type=int, action="append", help="Engine.rows_per_queued_step values to compare")
+    parser.add_argument("--rows-per-step", type=int, action="append", help="EngineSettings.rows_per_queued_step values to compare")
     parser.add_argument("--brief", action="store_true", help="only the wall/throughput line per round")
     parser.add_argument("--cprofile", action="store_true", help="also profile the engine thread's Python (cProfile, last round)")
     parser.add_argument("--timeline", action="store_true", help="also record the GPU's kernels in the last round: busy/idle time per stream")

@@ -25,13 +25,16 @@ from wyoming_lina.model import BOS, cast_weights, load_lina  # noqa: E402
 from wyoming_lina.model.kernels import fla_available  # noqa: E402
 
 
-def run(model, text, audio, n_steps, step_kernel=None):
+def run(model, text, audio, n_steps, in_place=False):
     ctx = model.encode_text(text)
     par, par_state = model.forward_audio(ctx, audio, model.init_state(audio.shape[0]))
     state = model.init_state(audio.shape[0])
     steps = []
     for t in range(n_steps):
-        logits, state = model.step(ctx, audio[:, t], state, kernel=step_kernel)
+        if in_place:  # the served step: each GLA layer's state updated in place by one kernel
+            logits = model.step_in_place(ctx, audio[:, t], state)
+        else:
+            logits, state = model.step(ctx, audio[:, t], state)
         steps.append(logits)
     return par, torch.stack(steps, 1), par_state.layers[0].S, state.layers[0].S
 
@@ -42,7 +45,7 @@ def compare(name, cpu_model, gpu_model, text, audio, n_steps, rows):
     labels = ["parallel logits (chunk)", "step logits (fused recurrent)", "state S after parallel", "state S after steps"]
     # the serving step: fused projections + the one-kernel GLA layer (model/triton_step.py)
     gpu_model.fuse_projections()
-    fused = [t.float().cpu() for t in run(gpu_model, text.cuda(), audio.cuda(), n_steps, "fused_step")]
+    fused = [t.float().cpu() for t in run(gpu_model, text.cuda(), audio.cuda(), n_steps, in_place=True)]
     ref, got = ref + ref[1::2], got + fused[1::2]
     labels += ["step logits (fused_step Triton)", "state S after fused_step"]
     for label, r, g in zip(labels, ref, got):

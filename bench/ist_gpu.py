@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from full_size import random_full_size_lina  # noqa: E402
 
 from wyoming_lina.model import BOS, SpeakerState, cast_weights, load_lina  # noqa: E402
-from wyoming_lina.model.kernels import choose_gla_kernel, fla_available  # noqa: E402
+from wyoming_lina.model.kernels import choose_gla_kernel, fla_available, gla, naive_gla  # noqa: E402
 from wyoming_lina.voices.dataset import TuningExample  # noqa: E402
 from wyoming_lina.voices.tuning import TuningConfig, collate, tune_state  # noqa: E402
 
@@ -53,12 +53,14 @@ def random_examples(n: int, seconds: float, n_codes: int, seed: int = 0) -> list
     return out
 
 
-def loss_and_grads(model, state: SpeakerState, examples, kernel: str | None):
-    """Teacher-forced loss (upstream's) with a forced GLA kernel, and the state's gradients."""
+def loss_and_grads(model, state: SpeakerState, examples, recurrence):
+    """Teacher-forced loss (upstream's) with the given GLA recurrence, and the state's gradients."""
+    model.use_recurrence(recurrence)
     state.zero_grad(set_to_none=True)
     text, mask, audio, targets = collate(examples, model.device)
     ctx = model.encode_text(text, mask)
-    logits, _ = model.forward_audio(ctx, audio, model.init_state(len(examples), state.initial_state()), kernel)
+    logits, _ = model.forward_audio(ctx, audio, model.init_state(len(examples), state.initial_state()))
+    model.use_recurrence()
     loss = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=BOS)
     loss.backward()
     return loss.detach(), {n: p.grad.detach().clone() for n, p in state.named_parameters()}
@@ -72,8 +74,8 @@ def gradient_check(name: str, model, examples, rows: list[str]) -> None:
             p.copy_(torch.randn(p.shape, generator=gen))
     state = state.to(model.device)
     fast_kernel = choose_gla_kernel(model.device.type, 2, fla_available=fla_available())
-    ref_loss, ref = loss_and_grads(model, state, examples, "naive")
-    loss, got = loss_and_grads(model, state, examples, None)
+    ref_loss, ref = loss_and_grads(model, state, examples, naive_gla)
+    loss, got = loss_and_grads(model, state, examples, gla)
     worst = max((got[k] - ref[k]).abs().max().item() / max(ref[k].abs().max().item(), 1e-12) for k in ref)
     cos = min(F.cosine_similarity(got[k].flatten(), ref[k].flatten(), dim=0).item() for k in ref)
     rows.append(f"| {name} | {fast_kernel} vs naive | {abs(loss - ref_loss).item():.2e} | {worst:.2e} | {cos:.6f} |")

@@ -66,12 +66,14 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-gemv", action="store_true", help="cuBLAS for every product (no Triton GEMV at <= 8 rows)")
     parser.add_argument("--batch-buckets", help="comma-separated graph batch buckets (default: the engine's)")
-    parser.add_argument("--kernel", default="fused_step", choices=["fused_step", "naive"], help="GLA step (the engine uses fused_step)")
+    parser.add_argument("--no-fused-step", action="store_true", help="plain GLA ops in the step instead of the one-kernel Triton step")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     model = random_full_size_lina("cpu", manifest=Path(args.fixtures) / "lina-tiny/full-size-keys.json").cuda()
-    cast_weights(model, torch.bfloat16).fuse_projections(small_batch_gemv=False if args.no_gemv else None)
-    config = GraphConfig(compile=not args.no_compile, kernel=args.kernel)
+    cast_weights(model, torch.bfloat16).fuse_projections(
+        small_batch_gemv=False if args.no_gemv else None, fused_step=False if args.no_fused_step else None
+    )
+    config = GraphConfig(compile=not args.no_compile)
     if args.batch_buckets:
         config = dataclasses.replace(config, batch_buckets=tuple(int(b) for b in args.batch_buckets.split(",")))
     step = GraphedStep(model, config)

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from wyoming_lina.errors import DeadlineExceededError, OverloadedError, SynthesisError
-from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder
+from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.model import BOS, EOS, PAD
 
 GREEDY = SamplingOptions(top_k=1)
@@ -163,7 +163,7 @@ async def test_cancel_frees_the_row_before_the_next_step(engine, vec):
 
 
 async def test_queue_bound_and_deadline(model, codec, vec):
-    engine = Engine(model, StreamingDecoder(codec), max_queue=2)
+    engine = Engine(model, StreamingDecoder(codec), EngineSettings(max_queue=2))
     engine.submit(GenerationJob(texts(vec)[0], max_frames=5))
     engine.submit(GenerationJob(texts(vec)[0], max_frames=5))
     with pytest.raises(OverloadedError):
@@ -215,7 +215,7 @@ async def test_graph_buffers_give_the_same_tokens_as_the_plain_step(model, codec
     jobs.append(GenerationJob(texts(vec)[0], max_frames=25, sampling=SamplingOptions(top_k=30, seed=5), prompt_codes=vec["prompt_codes"][0, :5]))
     expected = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
 
-    graphed = Engine(model, StreamingDecoder(codec), graphs=GraphConfig(batch_buckets=(2, 4, 8), text_buckets=(32, 64), capture=False))
+    graphed = Engine(model, StreamingDecoder(codec), EngineSettings(graphs=GraphConfig(batch_buckets=(2, 4, 8), text_buckets=(32, 64), capture=False), max_batch=8))
     first = [graphed.submit(jobs[0]), graphed.submit(jobs[1])]
     for _ in range(5):
         graphed.run_once()
@@ -264,7 +264,7 @@ def queued_engine(model, decoder) -> Engine:
     from wyoming_lina.engine.graphed_step import GraphConfig
 
     graphs = GraphConfig(batch_buckets=(4,), text_buckets=(64,), capture=False)
-    return Engine(model, decoder, graphs=graphs, decode_interval=5, pipeline_depth=3)
+    return Engine(model, decoder, EngineSettings(graphs=graphs, max_batch=4, decode_interval=5, pipeline_depth=3))
 
 
 class _LaggingDecoder(StreamingDecoder):
@@ -297,7 +297,7 @@ async def test_audio_and_ends_stay_in_order_while_the_codec_lags(model, codec, v
     for got, want, handle in zip(audio, expected, handles):
         assert handle.stats.frames * 320 == len(got) == len(want)
         np.testing.assert_allclose(got, want, atol=1e-5)
-    assert not engine._decodes and not engine._log and not engine.batch.rows
+    assert engine.outputs.idle and not engine.batch.rows
 
 
 async def test_no_step_is_launched_past_every_rows_frame_limit(model, codec, vec):
@@ -314,18 +314,19 @@ async def test_no_step_is_launched_past_every_rows_frame_limit(model, codec, vec
     assert engine.steps == 10  # not 10 + the 3 steps that were queued when the host saw the limit
 
 
-def test_engine_options_per_device():
+def test_engine_options_per_device(model):
     from wyoming_lina.engine import streaming_config_for
-    from wyoming_lina.engine.loop import engine_options
-    from wyoming_lina.triton_support import triton_available
 
-    cuda = engine_options("cuda")
-    assert cuda["graphs"].capture and cuda["graphs"].compile and cuda["decode_interval"] > 1 and cuda["pad_prefill"]
-    assert cuda["pipeline_depth"] > 1
-    assert cuda["max_admit_per_step"] > cuda["max_prefill_batch"]  # state voices join at once, prompts prefill in parts
-    assert cuda["graphs"].kernel == ("fused_step" if triton_available() else "naive")
-    assert engine_options("cuda", compile=False)["graphs"].compile is False
-    assert engine_options("cpu") == {"graphs": None, "decode_interval": 1}
+    cuda = EngineSettings.for_device("cuda")
+    assert cuda.graphs.capture and cuda.graphs.compile and cuda.decode_interval > 1 and cuda.pad_prefill
+    assert cuda.pipeline_depth > 1
+    assert cuda.max_admit_per_step > cuda.max_prefill_batch  # state voices join at once, prompts prefill in parts
+    assert EngineSettings.for_device("cuda", compile=False).graphs.compile is False
+    cpu = EngineSettings.for_device("cpu")
+    assert cpu.graphs is None and cpu.decode_interval == 1
+    # the one-kernel GLA step is the model's choice, made once: on CUDA with Triton only
+    layers = [m for m in model.modules() if hasattr(m, "fused_step")]
+    assert layers and not any(m.fused_step for m in layers)  # a CPU model never takes it
     assert streaming_config_for("cuda:0").max_hop == 144  # GPU: doubling hops, fewer decodes
     assert streaming_config_for("cpu").max_hop is None  # CPU: constant hops, no underrun at 1x
 
@@ -339,13 +340,13 @@ async def test_prompt_requests_admitted_together_prefill_in_capped_batches(model
         for i in range(5)
     ]
     alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
-    engine = Engine(model, StreamingDecoder(codec), pad_prefill=True, max_admit_per_step=8, max_prefill_batch=2)
+    engine = Engine(model, StreamingDecoder(codec), EngineSettings(pad_prefill=True, max_admit_per_step=8, max_prefill_batch=2))
     sizes = []
     prefill = model.prefill_from_encoded
 
-    def spy(ctx, encoded, state, kernel=None):
+    def spy(ctx, encoded, state):
         sizes.append(encoded.shape[0])
-        return prefill(ctx, encoded, state, kernel)
+        return prefill(ctx, encoded, state)
 
     model.prefill_from_encoded = spy
     try:
@@ -362,15 +363,13 @@ async def test_prompt_requests_admitted_together_prefill_in_capped_batches(model
 def test_queued_steps_grow_with_the_batch(model, codec):
     """At small batch the host keeps up and every queued step delays a first window or an EOS:
     4 at most; at 256 rows the CUDA setting's 32."""
-    from wyoming_lina.engine.loop import engine_options
-
-    deep = Engine(model, StreamingDecoder(codec), pipeline_depth=engine_options("cuda")["pipeline_depth"])
+    deep = EngineSettings(pipeline_depth=EngineSettings.for_device("cuda").pipeline_depth)
     assert [deep.queued_steps(n) for n in (1, 32, 64, 128, 256)] == [4, 4, 8, 16, 32]
-    assert Engine(model, StreamingDecoder(codec)).queued_steps(256) == 1  # CPU: no queue
+    assert EngineSettings.for_device("cpu").queued_steps(256) == 1  # CPU: no queue
 
 
 def test_prefill_batches_pad_to_powers_of_two():
-    from wyoming_lina.engine.loop import padded_batch
+    from wyoming_lina.engine.prefill import padded_batch
 
     assert [padded_batch(n) for n in (1, 2, 3, 4, 5, 8, 9, 16)] == [1, 2, 4, 4, 8, 8, 16, 16]
 
@@ -383,7 +382,7 @@ async def test_padded_prefill_gives_each_row_its_own_result(model, codec, vec):
         for i, t in enumerate(texts(vec)[:3])
     ]
     alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
-    padded = Engine(model, StreamingDecoder(codec), pad_prefill=True)
+    padded = Engine(model, StreamingDecoder(codec), EngineSettings(pad_prefill=True))
     assert padded.warm_prefill(prompt_frames=4) == [1, 2, 4, 8, 16]  # max_prefill_batch = 16
     handles = [padded.submit(job) for job in jobs]
     await run_all(padded, handles)
@@ -394,15 +393,19 @@ async def test_padded_prefill_gives_each_row_its_own_result(model, codec, vec):
 async def run_through_one_out_of_memory(engine, model, tasks, monkeypatch):
     """Make the next model step raise a (simulated) CUDA out-of-memory error, then drive the loop
     until the drains in ``tasks`` finish; returns their results (audio or the exception)."""
-    real_step, calls = model.step, []
+    calls = []
 
-    def step_once_out_of_memory(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_step(*args, **kwargs)
+    def once_out_of_memory(real):
+        def step(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(model, "step", step_once_out_of_memory)
+        return step
+
+    for name in ("step", "step_in_place"):  # the plain step, and the graphed step's
+        monkeypatch.setattr(model, name, once_out_of_memory(getattr(model, name)))
     for _ in range(60):
         engine.run_once_safely()
         await asyncio.sleep(0)
@@ -418,7 +421,7 @@ async def test_out_of_memory_fails_only_the_newest_rows(model, codec, vec, monke
     results = await run_through_one_out_of_memory(engine, model, tasks, monkeypatch)
     assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2])  # oldest finish
     assert all(isinstance(r, OverloadedError) for r in results[2:])  # newest fail, clearly
-    assert engine.max_batch == 2 and len(engine.batch) == 0
+    assert engine.scheduler.max_batch == 2 and len(engine.batch) == 0
 
 
 async def test_out_of_memory_keeps_the_steps_already_queued_for_the_survivors(model, codec, vec, monkeypatch):
@@ -434,7 +437,7 @@ async def test_out_of_memory_keeps_the_steps_already_queued_for_the_survivors(mo
     tasks = [asyncio.ensure_future(drain(h)) for h in handles]
     for _ in range(5):  # admitted; steps queued ahead of the host
         engine.run_once_safely()
-    assert len(engine._inflight) == 3
+    assert engine.runner.queued == 3
     results = await run_through_one_out_of_memory(engine, model, tasks, monkeypatch)
     assert all(isinstance(r, np.ndarray) and len(r) == 12 * 320 for r in results[:2]), results[:2]
     assert [h.stats.tokens for h in handles[:2]] == alone
@@ -452,10 +455,10 @@ async def test_voice_prompt_encoder_pass_is_cached_and_reused(model, codec, vec)
     engine = Engine(model, StreamingDecoder(codec))
     other_text = GenerationJob(texts(vec)[0], max_frames=4, sampling=GREEDY, prompt_codes=prompt)
     await run_all(engine, [engine.submit(other_text)])
-    assert len(engine._prompt_cache) == 1
+    assert len(engine.runner.prefill.prompts) == 1
     again = engine.submit(job)  # same voice prompt, another text: served from the cache
     await run_all(engine, [again])
-    assert len(engine._prompt_cache) == 1 and again.stats.tokens == handle.stats.tokens
+    assert len(engine.runner.prefill.prompts) == 1 and again.stats.tokens == handle.stats.tokens
 
 
 def test_split_prefill_equals_the_parallel_pass(model, vec):

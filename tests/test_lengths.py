@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder
+from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.engine.lengths import (
     CEILING_MARGIN_FRAMES,
     DEFAULT_FRAMES_PER_CHAR,
@@ -84,7 +84,8 @@ def engines(model, codec):
 
     yield "plain", Engine(model, StreamingDecoder(codec))
     graphs = GraphConfig(batch_buckets=(2, 4, 8, 16, 32), text_buckets=(32, 64), capture=False)
-    yield "graphed", Engine(model, StreamingDecoder(codec), graphs=graphs, decode_interval=5, pipeline_depth=3)
+    settings = EngineSettings(graphs=graphs, max_batch=32, decode_interval=5, pipeline_depth=3)
+    yield "graphed", Engine(model, StreamingDecoder(codec), settings)
 
 
 async def run_all(engine, handles, max_iters=5000):

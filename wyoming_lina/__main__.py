@@ -158,8 +158,8 @@ def _build(args):
         tokenizer=args.tokenizer,
         trust_checkpoints=args.trust_checkpoints,
     )
-    runtime = load_runtime(files, device, dtype, max_batch=getattr(args, "max_batch", 256))
-    runtime.engine.max_queue = getattr(args, "max_queue", runtime.engine.max_queue)
+    limits = {key: getattr(args, key) for key in ("max_batch", "max_queue") if hasattr(args, key)}
+    runtime = load_runtime(files, device, dtype, **limits)
     store = VoiceStore(
         args.data_dir,
         codec=runtime.codec,

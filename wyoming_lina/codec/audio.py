@@ -15,9 +15,10 @@ import numpy as np
 import soundfile
 import soxr
 
+from ..defaults import SAMPLE_RATE
 from ..errors import AudioFileError
 
-CODEC_RATE = 24000
+CODEC_RATE = SAMPLE_RATE  # what the codec encodes and decodes
 MAX_CHANNELS = 64  # more "channels" than this means the array is (channels, frames)
 
 

@@ -11,23 +11,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import LinaState, TextContext
-from .job import JobHandle
+from .rows import Row
 from .transfer import to_device
-
-
-@dataclass
-class Row:
-    handle: JobHandle
-    seed: int
-    decoder: object  # the row's codec stream (engine.decoding)
-    first_step: int = 0  # the engine step that samples this row's first token
-    end_step: int | None = None  # the step that sampled its last token (EOS or the frame limit)
-    frames: int = 0  # codes handed to its codec stream so far
-
-    @property
-    def ended(self) -> bool:
-        """Reached EOS or its frame limit, or was failed (its audio may still be decoding)."""
-        return self.end_step is not None
 
 
 @dataclass
@@ -86,6 +71,6 @@ class ActiveBatch:
         """Largest top_k of the rows (asked every step: computed once per set of rows)."""
         cached = self.__dict__.get("_max_k")
         if cached is None or cached[0] is not self.rows:
-            cached = (self.rows, max(r.handle.job.sampling.top_k for r in self.rows))
+            cached = (self.rows, max(r.job.sampling.top_k for r in self.rows))
             self.__dict__["_max_k"] = cached
         return cached[1]

@@ -45,7 +45,7 @@ class CodecGraphs:
         final_batch_buckets=FINAL_BATCH_BUCKETS,
     ):
         self.codec = codec
-        self.stream = stream
+        self.cuda_stream = stream
         self.buckets = {size: tuple(final_batch_buckets) for size in final_sizes}
         self.buckets.update({size: tuple(batch_buckets) for size in sizes})
         self.sizes = sorted(self.buckets)
@@ -74,21 +74,21 @@ class CodecGraphs:
 
     def _capture(self, batch: int, size: int):
         codes = torch.zeros(batch, size, dtype=torch.long, device=self.codec.device)
-        self.stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(self.stream):  # warm-up outside the graph (cuDNN/cuBLAS choices, allocations)
+        self.cuda_stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.cuda_stream):  # warm-up outside the graph (cuDNN/cuBLAS choices, allocations)
             self.codec.decode(codes, check=False)
-        self.stream.synchronize()
+        self.cuda_stream.synchronize()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=self.stream):
+        with torch.cuda.graph(graph, pool=self._pool, stream=self.cuda_stream):
             audio = self.codec.decode(codes, check=False)
         _LOGGER.debug("captured codec window graph B=%d T=%d", batch, size)
         return graph, codes, audio
 
     def run(self, codes: torch.Tensor) -> torch.Tensor | None:
         """codes [n, size] (pinned host or device) -> device audio [n, hop * size], enqueued on the
-        codec stream (call under ``torch.cuda.stream(self.stream)``); None if no graph fits."""
+        codec stream (call under ``torch.cuda.stream(self.cuda_stream)``); None if no graph fits."""
         n, size = codes.shape
         b = self.bucket(n, size)
         entry = self._graphs.get((b, size)) if b is not None else None

@@ -39,8 +39,8 @@ class LaunchedDecode:
     """Windows on their way through the codec: ``ready()`` says whether their audio is on the
     host; ``results()`` hands it out per row (call once, in launch order)."""
 
-    jobs: list[tuple[object, CodecStream, Window]]
-    audio: list  # per job: float32 host samples of its window (numpy views of pinned memory on CUDA)
+    windows: list[tuple[object, CodecStream, Window]]  # (row, its codec stream, window)
+    audio: list  # per window: float32 host samples (numpy views of pinned memory on CUDA) (numpy views of pinned memory on CUDA)
     event: torch.cuda.Event | None = None
     keep_alive: list[torch.Tensor] = field(default_factory=list)  # host ends of the async copies
     staging: StagingRing | None = None  # where ``regions`` live; given back once the audio is taken
@@ -58,7 +58,7 @@ class LaunchedDecode:
         self.wait()
         out: dict[int, tuple[object, list[np.ndarray]]] = {}
         try:
-            for (row, stream, window), samples in zip(self.jobs, self.audio):
+            for (row, stream, window), samples in zip(self.windows, self.audio):
                 out.setdefault(id(row), (row, []))[1].append(stream.take(window, samples))  # (copies)
         finally:  # even if a take failed: later launches give their regions back after these
             for region in self.regions:
@@ -72,11 +72,11 @@ class StreamingDecoder:
         codec.backbone.cache_conv_weights()
         self.codec = codec
         self.config = config or StreamingConfig()
-        self.stream: torch.cuda.Stream | None = None  # CUDA: the codec's own stream
+        self.cuda_stream: torch.cuda.Stream | None = None  # CUDA: the codec's own stream
         self.graphs: CodecGraphs | None = None
         self.staging: StagingRing | None = None  # CUDA: pinned memory for codes in, audio out
         if codec.device.type == "cuda":  # high priority: a first window decodes ahead of LM kernels
-            self.stream = torch.cuda.Stream(device=codec.device, priority=-5)
+            self.cuda_stream = torch.cuda.Stream(device=codec.device, priority=-5)
 
     @property
     def sample_rate(self) -> int:
@@ -94,7 +94,7 @@ class StreamingDecoder:
         batch bucket, last windows' other sizes at small buckets; start-up, a few seconds), and
         set aside pinned memory for two full windows of ``rows`` streams in flight (~200 MB at
         256; ``StagingRing``). Returns the number of graphs (0 on the CPU)."""
-        if self.stream is None:
+        if self.cuda_stream is None:
             return 0
         if self.staging is None:
             frames = 2 * rows * self.config.window
@@ -102,48 +102,48 @@ class StreamingDecoder:
         if self.graphs is None:
             kwargs = {} if batch_buckets is None else {"batch_buckets": batch_buckets}
             sizes, final = list(self.config.grid_sizes()), self.config.final_sizes()
-            self.graphs = CodecGraphs(self.codec, self.stream, sizes, final_sizes=final, **kwargs)
+            self.graphs = CodecGraphs(self.codec, self.cuda_stream, sizes, final_sizes=final, **kwargs)
         return self.graphs.capture_all()
 
     @staticmethod
     def windows(rows: Iterable[tuple[object, CodecStream, bool]]) -> list[tuple[object, CodecStream, Window]]:
         """(row, stream, final) -> every window those streams can decode now."""
-        jobs = []
+        windows = []
         for row, stream, final in rows:
             while (window := stream.next_window(final=final)) is not None:
-                jobs.append((row, stream, window))
-        return jobs
+                windows.append((row, stream, window))
+        return windows
 
     @torch.inference_mode()
-    def launch(self, jobs: list[tuple[object, CodecStream, Window]]) -> list[LaunchedDecode]:
+    def launch(self, windows: list[tuple[object, CodecStream, Window]]) -> list[LaunchedDecode]:
         """Decode the windows (equal sizes batched); on CUDA asynchronously on the codec stream.
 
         Hand the results out in the order returned. On CUDA, when every window belongs to a
         different row (the usual case), each batched call is its own ``LaunchedDecode`` with its
         own event, so the host takes the audio of the first calls while the GPU decodes the rest
         (at 256 rows: four calls of 64 windows, ~12 ms of GPU each)."""
-        audio: list = [None] * len(jobs)
+        audio: list = [None] * len(windows)
         by_size: dict[int, list[int]] = {}
-        for i, (_, _, window) in enumerate(jobs):
+        for i, (_, _, window) in enumerate(windows):
             by_size.setdefault(window.size, []).append(i)
-        if self.stream is None:
+        if self.cuda_stream is None:
             for indices in by_size.values():
-                codes = torch.stack([jobs[i][2].codes for i in indices]).to(self.codec.device)
+                codes = torch.stack([windows[i][2].codes for i in indices]).to(self.codec.device)
                 decoded = self.codec.decode(codes, check=False).float().cpu().numpy()
                 for k, i in enumerate(indices):
                     audio[i] = decoded[k]
-            return [LaunchedDecode(jobs, audio)]
+            return [LaunchedDecode(windows, audio)]
         staged: list[list[tuple[int, int]]] = []  # per batched call, its staging regions
         try:
-            return self._launch_cuda(jobs, by_size, audio, staged)
+            return self._launch_cuda(windows, by_size, audio, staged)
         except BaseException:  # nothing will take their audio: give the staging memory back
             for region in reversed([r for regions in staged for r in regions]):
                 self.staging.rollback(region)
             raise
 
-    def _launch_cuda(self, jobs, by_size, audio, staged: list) -> list[LaunchedDecode]:
+    def _launch_cuda(self, windows, by_size, audio, staged: list) -> list[LaunchedDecode]:
         parts: list[LaunchedDecode] = []
-        with torch.cuda.stream(self.stream):
+        with torch.cuda.stream(self.cuda_stream):
             for size, indices in by_size.items():
                 chunk = self.graphs.max_batch(size) if self.graphs is not None else 64
                 for lo in range(0, len(indices), chunk):
@@ -151,7 +151,7 @@ class StreamingDecoder:
                     regions: list[tuple[int, int]] = []
                     staged.append(regions)
                     codes = self._pinned((len(part), size), torch.long, regions)
-                    torch.stack([jobs[i][2].codes for i in part], out=codes)
+                    torch.stack([windows[i][2].codes for i in part], out=codes)
                     decoded = self.graphs.run(codes) if self.graphs is not None else None
                     if decoded is None:
                         decoded = self.codec.decode(codes.to(self.codec.device, non_blocking=True), check=False)
@@ -161,13 +161,13 @@ class StreamingDecoder:
                     for k, i in enumerate(part):
                         audio[i] = rows[k]
                     event = torch.cuda.Event()
-                    event.record(self.stream)
+                    event.record(self.cuda_stream)
                     parts.append(
-                        LaunchedDecode([jobs[i] for i in part], [audio[i] for i in part], event, [codes, host], self.staging, regions)
+                        LaunchedDecode([windows[i] for i in part], [audio[i] for i in part], event, [codes, host], self.staging, regions)
                     )
-        if len({id(row) for row, _, _ in jobs}) < len(jobs):  # a row's windows must be taken in order
+        if len({id(row) for row, _, _ in windows}) < len(windows):  # a row's windows must be taken in order
             keep = [t for p in parts for t in p.keep_alive]
-            return [LaunchedDecode(jobs, audio, parts[-1].event, keep, self.staging, [r for p in parts for r in p.regions])]
+            return [LaunchedDecode(windows, audio, parts[-1].event, keep, self.staging, [r for p in parts for r in p.regions])]
         return parts
 
     def _pinned(self, shape: tuple[int, ...], dtype: torch.dtype, regions: list) -> torch.Tensor:

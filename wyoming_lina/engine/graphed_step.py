@@ -42,9 +42,6 @@ class GraphConfig:
     # GPU: at batch 256 and 128 tokens that is 268 MB): buckets close to the real text length pay off
     text_buckets: tuple[int, ...] = (32, 64, 96, 128, 192, 256, 384, 512)
     top_k_buckets: tuple[int, ...] = (128, 1024)
-    # GLA at T=1: "naive" = plain tensor ops (compiles and captures anywhere); "fused_step" =
-    # one Triton kernel per layer updating the state in place (CUDA, see model/triton_step.py)
-    kernel: str = "naive"
     capture: bool = True  # False: run the same code eagerly (CPU)
     compile: bool = False  # fuse the step with torch.compile before capturing (slow first capture)
 
@@ -132,15 +129,12 @@ class GraphedStep:
     def _compute_step(self, ctx, state, tokens, top_k, top_p, temperature, seeds, counters, min_frames, K: int) -> None:
         """Model step + sampling, writing the new state, tokens and counters in place.
 
-        This is what torch.compile fuses: with the writes inside the compiled function, each new
-        state is stored straight into its buffer by the kernel that computes it (no extra copy
-        pass over the [B, H, dk, dv] states, which dominate memory traffic at large batch)."""
-        logits, new = self.model.step(ctx, tokens, state, kernel=self.config.kernel)
+        This is what torch.compile fuses: ``LinaModel.step_in_place`` writes each new state
+        straight into its buffer (on CUDA one Triton kernel per GLA layer; elsewhere the plain
+        recurrence and a copy, which the compiler fuses into the kernel computing it), so no extra
+        pass goes over the [B, H, dk, dv] states, which dominate memory traffic at large batch."""
+        logits = self.model.step_in_place(ctx, tokens, state)
         sampled = sample_tokens(logits, top_k, top_p, temperature, seeds, counters, K, min_frames)
-        for old_layer, new_layer in zip(state.layers, new.layers):
-            for buf, t in zip(old_layer, new_layer):
-                if buf is not None and t is not buf:  # the fused kernel updates in place
-                    buf.copy_(t)
         tokens.copy_(sampled)
         counters.add_(1)
 

@@ -53,26 +53,6 @@ class _Done:
     pass
 
 
-def deliver_all(chunks: list[tuple["JobHandle", np.ndarray]]) -> None:
-    """``handle.deliver(samples)`` for many handles with ONE wake-up per event loop: each
-    ``call_soon_threadsafe`` writes to the loop's self-pipe, and at hundreds of streams those
-    system calls cost more than the audio bookkeeping."""
-    now = time.monotonic()
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[JobHandle, np.ndarray]]] = {}
-    for handle, samples in chunks:
-        if handle.done:
-            continue
-        if handle.stats.first_audio is None:
-            handle.stats.first_audio = now
-        by_loop.setdefault(handle._loop, []).append((handle, samples))
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_put_all, [(h._queue, samples) for h, samples in items])
-        except RuntimeError:  # the callers' event loop is closed: nobody is listening
-            for handle, _ in items:
-                handle.cancel()
-
-
 def _put_all(items) -> None:
     for queue, item in items:
         queue.put_nowait(item)
@@ -93,7 +73,27 @@ class JobHandle:
     # --- engine thread side ------------------------------------------------------------
     def deliver(self, samples: np.ndarray) -> None:
         """Queue audio for the caller (dropped if the job was cancelled or failed meanwhile)."""
-        deliver_all([(self, samples)])
+        JobHandle.deliver_many([(self, samples)])
+
+    @staticmethod
+    def deliver_many(chunks: list[tuple["JobHandle", np.ndarray]]) -> None:
+        """``handle.deliver(samples)`` for many handles with ONE wake-up per event loop: each
+        ``call_soon_threadsafe`` writes to the loop's self-pipe, and at hundreds of streams those
+        system calls cost more than the audio bookkeeping."""
+        now = time.monotonic()
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[JobHandle, np.ndarray]]] = {}
+        for handle, samples in chunks:
+            if handle.done:
+                continue
+            if handle.stats.first_audio is None:
+                handle.stats.first_audio = now
+            by_loop.setdefault(handle._loop, []).append((handle, samples))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, [(h._queue, samples) for h, samples in items])
+            except RuntimeError:  # the callers' event loop is closed: nobody is listening
+                for handle, _ in items:
+                    handle.cancel()
 
     def finish(self, error: BaseException | None = None) -> None:
         if self.done:

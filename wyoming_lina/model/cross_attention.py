@@ -88,15 +88,34 @@ class BlindCrossAttention(nn.Module):
         values = self.ln_v(self.v(text)).to(dtype)
         return TextContext(keys, values, self.pos_embed(mask).to(dtype), mask)
 
-    def forward(self, y: torch.Tensor, ctx: TextContext, state: GLAState, kernel: str | None = None):
+    def forward(self, y: torch.Tensor, ctx: TextContext, state: GLAState):
         """y: [B, T, d] audio hidden states. Returns the cross-attention output and pos_net state.
         Products run in the context's dtype (bf16 on a GPU, like every other product of the step:
         scores carry bf16 rounding); the scaling, masking and softmaxes run in float32."""
+        bias = _mask_bias(ctx)
+        z, state = self.pos_net(self._attend_positions(y, ctx, bias), state)  # (B, T, d_blind)
+        return self._read_values(z, ctx, bias, y.dtype), state
+
+    def step_in_place(self, y: torch.Tensor, ctx: TextContext, state: GLAState) -> torch.Tensor:
+        """One frame (y: [B, 1, d]); the pos_net state is written into ``state``."""
+        bias = _mask_bias(ctx)
+        z = self.pos_net.step_in_place(self._attend_positions(y, ctx, bias), state)
+        return self._read_values(z, ctx, bias, y.dtype)
+
+    def _attend_positions(self, y: torch.Tensor, ctx: TextContext, bias: torch.Tensor) -> torch.Tensor:
+        """Content attention over the text, reading position vectors: [B, T, d_blind]."""
         dtype = ctx.keys.dtype
         q = self.ln_q(self.q(y))  # (B, T, a)
-        scale = q.shape[-1] ** -0.5
-        bias = torch.zeros(ctx.mask.shape, device=y.device).masked_fill(~ctx.mask, float("-inf"))[:, None, :]
-        content = torch.softmax((q.to(dtype) @ ctx.keys.transpose(1, 2)).float() * scale + bias, dim=-1)
-        z, state = self.pos_net((content.to(dtype) @ ctx.positions).to(y.dtype), state, kernel)  # (B, T, d_blind)
-        where = torch.softmax((z.to(dtype) @ ctx.positions.transpose(1, 2)).float() * z.shape[-1] ** -0.5 + bias, dim=-1)
-        return (where.to(dtype) @ ctx.values).to(y.dtype), state
+        scores = (q.to(dtype) @ ctx.keys.transpose(1, 2)).float() * q.shape[-1] ** -0.5 + bias
+        return (torch.softmax(scores, dim=-1).to(dtype) @ ctx.positions).to(y.dtype)
+
+    @staticmethod
+    def _read_values(z: torch.Tensor, ctx: TextContext, bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Position attention over the text, reading its values: [B, T, d]."""
+        scores = (z.to(ctx.keys.dtype) @ ctx.positions.transpose(1, 2)).float() * z.shape[-1] ** -0.5 + bias
+        return (torch.softmax(scores, dim=-1).to(ctx.keys.dtype) @ ctx.values).to(dtype)
+
+
+def _mask_bias(ctx: TextContext) -> torch.Tensor:
+    """[B, 1, N]: 0 over the text, -inf over padding."""
+    return torch.zeros(ctx.mask.shape, device=ctx.mask.device).masked_fill(~ctx.mask, float("-inf"))[:, None, :]

@@ -2,6 +2,8 @@
 
 One code path serves a whole sequence (prompt prefill, training) and a single step
 (generation): both take and return the layer's explicit state, never keep it on the module.
+``step_in_place`` is the one exception, named as such: the decode step of a captured CUDA graph
+writes the new state into the state's own tensors (the graph's static buffers).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GATE_LOGIT_NORMALIZER, GLAConfig
-from .kernels import gla
+from .kernels import gla, naive_gla
 from .layers import LayerNorm, Linear, SwiGLU, project
 
 
@@ -58,6 +60,7 @@ def causal_conv(x: torch.Tensor, window: torch.Tensor, conv: nn.Conv1d):
 
 class GatedLinearAttention(nn.Module):
     small_batch_gemv = False  # see layers.project()
+    fused_step = False  # step_in_place runs the one-kernel Triton step (set by LinaModel.fuse_projections)
 
     def __init__(self, cfg: GLAConfig):
         super().__init__()
@@ -75,6 +78,9 @@ class GatedLinearAttention(nn.Module):
         self.g_norm_swish_gate = nn.Module()
         self.g_norm_swish_gate.weight = nn.Parameter(torch.ones(cfg.head_v))
         self.register_buffer("fused_in", None, persistent=False)  # see fuse_projections
+        # how the recurrence runs (kernels.gla picks by device and length; a check may force the
+        # reference with LinaModel.use_recurrence)
+        self.recurrence = gla
 
     @torch.no_grad()
     def fuse_projections(self) -> None:
@@ -101,8 +107,8 @@ class GatedLinearAttention(nn.Module):
         return q.to(h.dtype), k.to(h.dtype), v.to(h.dtype), g_out.to(h.dtype), gk
 
     def can_fuse_step(self) -> bool:
-        """Whether ``kernel="fused_step"`` applies: fused projections, short convs, and head
-        sizes the Triton kernel tiles (powers of two)."""
+        """Whether the one-kernel Triton step can run this layer: fused projections, short convs,
+        and head sizes the Triton kernel tiles (powers of two)."""
         c = self.cfg
         return (
             self.fused_in is not None
@@ -133,16 +139,25 @@ class GatedLinearAttention(nn.Module):
         )
         return self.o_proj(o[:, None]).to(h.dtype), state
 
-    def forward(self, h: torch.Tensor, state: GLAState, kernel: str | None = None):
-        """h: [B, T, d] (after norm1). Returns out [B, T, d] and the new state.
+    def step_in_place(self, h: torch.Tensor, state: GLAState) -> torch.Tensor:
+        """One frame, h: [B, 1, d] (after norm1) -> out [B, 1, d], writing the new conv windows
+        and S INTO ``state``'s tensors. With ``fused_step`` one Triton kernel does it; otherwise
+        the plain recurrence runs and its result is copied in (the captured step's CPU twin)."""
+        if self.fused_step:
+            return self._fused_step(h, state)[0]
+        out, new = self._run(h, state, naive_gla)
+        for buf, t in zip(state, new):
+            if buf is not None:
+                buf.copy_(t)
+        return out
 
-        ``kernel="fused_step"`` (CUDA, T=1, see ``can_fuse_step``) updates ``state`` in place."""
+    def forward(self, h: torch.Tensor, state: GLAState):
+        """h: [B, T, d] (after norm1). Returns out [B, T, d] and the new state."""
+        return self._run(h, state, self.recurrence)
+
+    def _run(self, h: torch.Tensor, state: GLAState, recurrence):
         cfg = self.cfg
         B, T, _ = h.shape
-        if kernel == "fused_step":
-            if T == 1 and self.can_fuse_step():
-                return self._fused_step(h, state)
-            kernel = "naive" if T == 1 else None
         q, k, v, g_out, gk = self._projections(h)
         if cfg.short_conv:
             q, cq = causal_conv(q, state.conv_q, self.q_conv1d)
@@ -152,14 +167,13 @@ class GatedLinearAttention(nn.Module):
             cq = ck = cv = None
         g = F.logsigmoid(gk) / GATE_LOGIT_NORMALIZER
         H = cfg.heads
-        o, S = gla(
+        o, S = recurrence(
             q.view(B, T, H, cfg.head_k),
             k.view(B, T, H, cfg.head_k),
             v.view(B, T, H, cfg.head_v),
             g.view(B, T, H, cfg.head_k),
             state.S,
             scale=cfg.head_k**-0.5,
-            kernel=kernel,
         )  # o: (B, T, H, dv) float32
         o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * self.g_norm_swish_gate.weight.float()
         o = o.reshape(B, T, cfg.value_dim) * F.silu(g_out.float())
@@ -176,7 +190,14 @@ class GLABlock(nn.Module):
         self.norm2 = LayerNorm(cfg.d_model)
         self.cmix = SwiGLU(cfg.d_model, cfg.hidden)
 
-    def forward(self, x: torch.Tensor, state: GLAState, kernel: str | None = None):
-        y, state = self.tmix(self.norm1(x), state, kernel)
-        x = x + y
-        return x + self.cmix(self.norm2(x)), state
+    def forward(self, x: torch.Tensor, state: GLAState):
+        y, state = self.tmix(self.norm1(x), state)
+        return self._channel_mix(x + y), state
+
+    def step_in_place(self, x: torch.Tensor, state: GLAState) -> torch.Tensor:
+        """One frame (x: [B, 1, d]); the new state is written into ``state`` (see
+        ``GatedLinearAttention.step_in_place``)."""
+        return self._channel_mix(x + self.tmix.step_in_place(self.norm1(x), state))
+
+    def _channel_mix(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.cmix(self.norm2(x))

@@ -48,10 +48,9 @@ def naive_gla(q, k, v, g, initial_state, scale: float):
     return torch.stack(outs, dim=1), state
 
 
-def gla(q, k, v, g, initial_state, scale: float, kernel: str | None = None):
-    """Run the recurrence with the best implementation for these tensors."""
-    if kernel is None:
-        kernel = choose_gla_kernel(q.device.type, q.shape[1], fla_available=q.is_cuda and fla_available())
+def gla(q, k, v, g, initial_state, scale: float):
+    """Run the recurrence with the best implementation for these tensors (``choose_gla_kernel``)."""
+    kernel = choose_gla_kernel(q.device.type, q.shape[1], fla_available=q.is_cuda and fla_available())
     if kernel == "naive":
         return naive_gla(q, k, v, g, initial_state, scale)
     from fla.ops.gla import chunk_gla, fused_recurrent_gla

@@ -5,6 +5,8 @@ GLA encoder stack -> blind cross-attention -> GLA decoder stack -> logits over c
 tokens (code c is token c + 3; PAD 0, BOS 1, EOS 2). ``forward_audio`` runs a whole token
 sequence in parallel (prompt prefill, training); ``step`` runs one frame. Both take and
 return an explicit ``LinaState``, so one model serves any number of utterances.
+``step_in_place`` is the decode step of a captured CUDA graph: the same frame, with the new
+state written into the given state's tensors (the graph's static buffers).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch import nn
 from ..triton_support import triton_available
 from .config import LinaConfig
 from .cross_attention import BlindCrossAttention, TextContext
-from .gla import GLABlock
+from .gla import GatedLinearAttention, GLABlock
+from .kernels import gla
 from .layers import GEMV_MAX_ROWS, aligned_width, project
 from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder
@@ -29,27 +32,37 @@ class AttentiveRNN(nn.Module):
         self.decoder = nn.ModuleList(GLABlock(cfg.gla) for _ in range(cfg.n_layer))
         self.cross_att = BlindCrossAttention(cfg)
 
-    def forward(self, x: torch.Tensor, ctx: TextContext, state: LinaState, kernel: str | None = None):
+    def forward(self, x: torch.Tensor, ctx: TextContext, state: LinaState):
         """x: [B, T, d] embedded audio tokens -> hidden [B, T, d] and the new state."""
-        x, state = self.encode(x, state, kernel)
-        return self.attend_and_decode(x, ctx, state, kernel)
+        x, state = self.encode(x, state)
+        return self.attend_and_decode(x, ctx, state)
 
-    def encode(self, x: torch.Tensor, state: LinaState, kernel: str | None = None):
+    def encode(self, x: torch.Tensor, state: LinaState):
         """The encoder blocks: they see only audio (no text), so a voice prompt's pass is reusable."""
         new = list(state.layers)
         for i, block in enumerate(self.encoder):
-            x, new[i] = block(x, state.layers[i], kernel)
+            x, new[i] = block(x, state.layers[i])
         return x, LinaState(new)
 
-    def attend_and_decode(self, x: torch.Tensor, ctx: TextContext, state: LinaState, kernel: str | None = None):
+    def attend_and_decode(self, x: torch.Tensor, ctx: TextContext, state: LinaState):
         """Cross-attention to the text, then the decoder blocks."""
         n = len(self.encoder)
         new = list(state.layers)
-        c, new[2 * n] = self.cross_att(x, ctx, state.layers[2 * n], kernel)
+        c, new[2 * n] = self.cross_att(x, ctx, state.layers[2 * n])
         x = x + c
         for i, block in enumerate(self.decoder):
-            x, new[n + i] = block(x, state.layers[n + i], kernel)
+            x, new[n + i] = block(x, state.layers[n + i])
         return x, LinaState(new)
+
+    def step_in_place(self, x: torch.Tensor, ctx: TextContext, state: LinaState) -> torch.Tensor:
+        """``forward`` for one frame (x: [B, 1, d]) writing every layer's new state into ``state``."""
+        n = len(self.encoder)
+        for i, block in enumerate(self.encoder):
+            x = block.step_in_place(x, state.layers[i])
+        x = x + self.cross_att.step_in_place(x, ctx, state.layers[2 * n])
+        for i, block in enumerate(self.decoder):
+            x = block.step_in_place(x, state.layers[n + i])
+        return x
 
 
 class _Weight(nn.Module):
@@ -74,24 +87,39 @@ class LinaModel(nn.Module):
 
     small_batch_gemv = False  # see layers.project()
 
-    def fuse_projections(self, small_batch_gemv: bool | None = None) -> "LinaModel":
+    def fuse_projections(self, small_batch_gemv: bool | None = None, fused_step: bool | None = None) -> "LinaModel":
         """Inference speed-ups (same results up to float rounding): every GLA layer computes
         q/k/v/g with one GEMM, the MLP hidden size is padded for aligned GEMMs, and on CUDA
         (``small_batch_gemv=None``: when Triton is there) products of a few rows use the Triton GEMV
-        kernel where it beats cuBLAS (``layers.gemv_wins``). The logits head's 4099 rows are padded
+        kernel where it beats cuBLAS (``layers.gemv_wins``). On CUDA with Triton (``fused_step=None``)
+        ``step_in_place`` runs each GLA layer the Triton step can take (``can_fuse_step``) as ONE
+        kernel (model/triton_step.py). The logits head's 4099 rows are padded
         with zero rows to a multiple of 64 for the batches the GEMV does not take: for the odd width
         cuBLAS has only an unaligned kernel (30 us per step at batch 256 on an H200). Inference-time
         copies (not in the state_dict); call again if the weights change."""
         with torch.no_grad():
             head = self.logits_head.weight[0]
             self.padded_head = torch.cat([head, head.new_zeros(aligned_width(head.shape[0]) - head.shape[0], head.shape[1])])
-        if small_batch_gemv is None:
-            small_batch_gemv = self.device.type == "cuda" and triton_available()
+        cuda_triton = self.device.type == "cuda" and triton_available()
+        small_batch_gemv = cuda_triton if small_batch_gemv is None else small_batch_gemv
+        fused_step = cuda_triton if fused_step is None else fused_step
         for module in self.modules():
             if hasattr(module, "fuse_projections") and module is not self:
                 module.fuse_projections()
             if hasattr(module, "small_batch_gemv"):
                 module.small_batch_gemv = small_batch_gemv
+        for module in self.modules():
+            if isinstance(module, GatedLinearAttention):
+                module.fused_step = fused_step and module.can_fuse_step()
+        return self
+
+    def use_recurrence(self, recurrence=gla) -> "LinaModel":
+        """How every GLA layer runs its recurrence over sequences: ``kernels.gla`` (default: picks
+        FLA's kernels on CUDA, the plain loop elsewhere) or ``kernels.naive_gla`` (the reference,
+        for checks on a GPU)."""
+        for module in self.modules():
+            if isinstance(module, GatedLinearAttention):
+                module.recurrence = recurrence
         return self
 
     @property
@@ -123,30 +151,37 @@ class LinaModel(nn.Module):
             return project(hidden, head, self.small_batch_gemv).float()
         return project(hidden, self.padded_head, self.small_batch_gemv)[..., : head.shape[0]].float()
 
-    def forward_audio(self, ctx: TextContext, audio_ids: torch.Tensor, state: LinaState, kernel: str | None = None):
+    def forward_audio(self, ctx: TextContext, audio_ids: torch.Tensor, state: LinaState):
         """Parallel pass: audio_ids [B, T] (BOS-first token ids) -> logits [B, T, V], new state.
 
         logits[:, t] predicts the token after audio_ids[:, t]."""
         x = F.embedding(audio_ids, self.rvq_embed.weight[0]).float()
-        hidden, state = self.attentive_rnn(x, ctx, state, kernel)
+        hidden, state = self.attentive_rnn(x, ctx, state)
         return self.logits(hidden), state
 
-    def encode_audio(self, audio_ids: torch.Tensor, state: LinaState, kernel: str | None = None):
+    def encode_audio(self, audio_ids: torch.Tensor, state: LinaState):
         """The text-independent half of ``forward_audio``: audio_ids [B, T] -> encoder output
         [B, T, d] and the state with the encoder layers advanced. A prompt voice's result serves
         every text it is used with (``prefill_from_encoded``)."""
         x = F.embedding(audio_ids, self.rvq_embed.weight[0]).float()
-        return self.attentive_rnn.encode(x, state, kernel)
+        return self.attentive_rnn.encode(x, state)
 
-    def prefill_from_encoded(self, ctx: TextContext, encoded: torch.Tensor, state: LinaState, kernel: str | None = None):
+    def prefill_from_encoded(self, ctx: TextContext, encoded: torch.Tensor, state: LinaState):
         """The rest of a prompt prefill: the state after the prompt (no logits are computed)."""
-        _, state = self.attentive_rnn.attend_and_decode(encoded, ctx, state, kernel)
+        _, state = self.attentive_rnn.attend_and_decode(encoded, ctx, state)
         return state
 
-    def step(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState, kernel: str | None = None):
+    def step(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState):
         """One frame for every row: tokens [B] -> logits [B, V], new state."""
-        logits, state = self.forward_audio(ctx, tokens[:, None], state, kernel)
+        logits, state = self.forward_audio(ctx, tokens[:, None], state)
         return logits[:, 0], state
+
+    def step_in_place(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState) -> torch.Tensor:
+        """``step`` with the new state written INTO ``state``'s tensors (the static buffers of a
+        captured CUDA graph: no pass copies the [B, H, dk, dv] states, which dominate the memory
+        traffic at large batch). Returns logits [B, V]."""
+        x = F.embedding(tokens[:, None], self.rvq_embed.weight[0]).float()
+        return self.logits(self.attentive_rnn.step_in_place(x, ctx, state))[:, 0]
 
     def teacher_forced_logits(
         self,

@@ -6,8 +6,8 @@ S = diag(exp(g)) S + k^T v with the read-out o = (q * scale) S, the per-head RMS
 its SiLU output gate. Left to the compiler that is ~9 kernels per layer, and the state
 [B, H, dk, dv] (float32; 67 MB per layer at batch 256) is read more than once. This kernel does
 it all with one read and one write of each state, updating the conv windows and S in place.
-One program per (row, head). ``GatedLinearAttention.forward(kernel="fused_step")`` calls it;
-the plain PyTorch path of the same layer is its naive twin (bench/gpu_check_model.py).
+One program per (row, head). ``GatedLinearAttention.step_in_place`` calls it (when
+``fused_step`` is set); the plain PyTorch path of the same layer is its naive twin.
 """
 
 from __future__ import annotations

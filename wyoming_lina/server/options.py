@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .. import __version__
+from ..defaults import MAX_BATCH, MAX_QUEUE
 
 DEFAULT_CONFIG = Path("config/lina.yaml")
 DEFAULT_URI = "tcp://0.0.0.0:10200"
@@ -40,6 +41,17 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
+
+
+def _int_between(low: int, high: int):
+    def parse(value: str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    parse.__name__ = "integer"  # argparse names the type in its message
+    return parse
 
 
 def _non_negative_float(value: str) -> float:
@@ -123,9 +135,14 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
     net.add_argument("--zeroconf-host", help="IPv4 address to advertise (default: detected)")
     net.add_argument("--samples-per-chunk", type=_positive_int, default=1024, help="samples per audio-chunk event")
     net.add_argument("--no-streaming", action="store_true", help="do not offer text streaming to clients")
-    net.add_argument("--max-batch", type=_positive_int, default=256, help="most utterances generated together")
     net.add_argument(
-        "--max-queue", type=_positive_int, default=1024, help="most sentences waiting for the engine (more: error 'overloaded')"
+        "--max-batch", type=_int_between(1, MAX_BATCH), default=MAX_BATCH, help="most utterances generated together"
+    )
+    net.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=MAX_QUEUE,
+        help="most sentences waiting for the engine (more: error 'overloaded')",
     )
     net.add_argument(
         "--max-connections",

@@ -6,6 +6,7 @@ Loading is synchronous and happens before the event loop serves anyone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..codec import WavTokenizer, load_codec
+from ..defaults import FRAMES_PER_SECOND
 from ..engine import Engine, StreamingDecoder, streaming_config_for
 from ..engine.synthesizer import Synthesizer
 from ..errors import CheckpointError
@@ -22,7 +24,6 @@ from .download import ModelFiles
 from .options import RuntimeConfigError
 
 _LOGGER = logging.getLogger(__name__)
-FRAMES_PER_SECOND = 75  # WavTokenizer: 24000 Hz / 320 samples per code
 
 LICENCE_NOTICE = """\
 Model licences:
@@ -77,8 +78,9 @@ class Runtime:
     dtype: str
 
 
-def load_runtime(files: ModelFiles, device: str, dtype: str, *, max_batch: int = 256) -> Runtime:
-    """Load everything on ``device`` (strict checkpoint loading) and create the (stopped) engine."""
+def load_runtime(files: ModelFiles, device: str, dtype: str, **engine_settings) -> Runtime:
+    """Load everything on ``device`` (strict checkpoint loading) and create the (stopped) engine
+    (``engine_settings``: ``EngineSettings`` fields such as max_batch and max_queue)."""
     started = time.monotonic()
     weights_dtype = None if dtype == "float32" else getattr(torch, dtype)
     model = load_lina(files.lina, device=device, dtype=weights_dtype, trusted=files.lina_trusted)
@@ -89,20 +91,22 @@ def load_runtime(files: ModelFiles, device: str, dtype: str, *, max_batch: int =
             f"{codec.config.codebook_size}: these files do not belong together"
         )
     tokenizer = LinaTokenizer(files.tokenizer)
-    engine = Engine.create(model, StreamingDecoder(codec, streaming_config_for(device)), max_batch=max_batch)
+    engine = Engine.create(model, StreamingDecoder(codec, streaming_config_for(device)), **engine_settings)
     _LOGGER.info("loaded the model and codec on %s (%s) in %.1f s", device, dtype, time.monotonic() - started)
     return Runtime(model, codec, tokenizer, engine, device, dtype)
 
 
 async def warm_up(synthesizer: Synthesizer, voice: str | None = None, text: str = "Hello.") -> float:
-    """One short synthesis (first-use costs paid before any client waits); returns its seconds."""
+    """One short synthesis (first-use costs paid before any client waits), then the step graphs,
+    the prefill sizes and the codec graphs, all on the engine thread; returns its seconds."""
     started = time.monotonic()
     samples = 0
     async for chunk in synthesizer.synthesize(text, voice):
         samples += len(chunk)
-    graphs = synthesizer.engine.warm_graphs()
-    prefills = synthesizer.engine.warm_prefill()
-    codec_graphs = synthesizer.engine.warm_codec()
+    engine = synthesizer.engine
+    graphs = await asyncio.wrap_future(engine.execute(engine.warm_graphs))
+    prefills = await asyncio.wrap_future(engine.execute(engine.warm_prefill))
+    codec_graphs = await asyncio.wrap_future(engine.execute(engine.warm_codec))
     elapsed = time.monotonic() - started
     _LOGGER.info(
         "warm-up: %.2f s of audio, %d step graphs and %d codec graphs captured, prefill tuned for batches %s, in %.2f s",

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..codec.audio import CODEC_RATE
+from ..defaults import FRAMES_PER_SECOND
 from ..errors import LinaError, VoiceError
 from .clips import TRAINING_LIMITS, ClipRejected, prepare_clip
 from .files import codec_fingerprint, load_tensors, save_tensors, sha256_file
@@ -31,7 +32,6 @@ _LOGGER = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 CLIP_CODES_FILE = "clips.codes.safetensors"
 CLIP_CODES_FORMAT = "wyoming-lina-clip-codes/1"
-FRAME_RATE = 75  # codec frames per second (24 kHz / hop 320)
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def prepare_examples(
             continue
         examples.append(TuningExample(item.id, text_ids, codes, spoken_chars(spoken)))
         report.used += 1
-        report.seconds += codes.numel() / FRAME_RATE
+        report.seconds += codes.numel() / FRAMES_PER_SECOND
     if cache_path is not None and dirty:
         _write_cache(cache_path, cache, fingerprint)
     return examples, report

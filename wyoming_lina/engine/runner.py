@@ -1,0 +1,156 @@
+"""Executing the model for the batch: prefill of joining rows and one decode step at a time.
+
+One implementation per device, chosen once (``make_runner``):
+
+* ``PlainRunner`` (CPU): ``model.step`` + sampling; each step's tokens come back at once.
+* ``GraphedRunner`` (CUDA): the step replayed from a CUDA graph (``graphed_step``), its tokens
+  copied to pinned memory, and up to ``settings.queued_steps(rows)`` steps left queued on the
+  GPU while the host processes the oldest one, so a slow host iteration (an admission, a codec
+  flush of 256 rows) does not idle the GPU. A row that ended runs the queued steps too; the
+  output processor ignores those tokens.
+
+``launch`` returns the steps whose tokens are now on the host, oldest first.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..model import LinaModel
+from .batch import ActiveBatch
+from .graphed_step import GraphedStep
+from .prefill import Prefiller
+from .rows import Row
+from .sampling import sample_tokens
+from .settings import EngineSettings
+
+
+@dataclass(frozen=True)
+class StepTokens:
+    """The tokens one step sampled, per row of the batch it ran on (the list is never mutated:
+    the batch replaces it when rows join or leave)."""
+
+    step: int
+    rows: list[Row]
+    tokens: np.ndarray  # [len(rows)] int64
+
+
+class Runner:
+    def __init__(self, model: LinaModel, settings: EngineSettings):
+        self.model = model
+        self.settings = settings
+        self.prefill = Prefiller(
+            model, pad=settings.pad_prefill, max_batch=settings.max_prefill_batch, cache_size=settings.prompt_cache_size
+        )
+        self.steps = 0  # steps launched so far
+
+    @property
+    def queued(self) -> int:
+        """Steps launched whose tokens the host has not taken yet."""
+        return 0
+
+    def launch(self, batch: ActiveBatch) -> list[StepTokens]:
+        raise NotImplementedError
+
+    def drain(self) -> list[StepTokens]:
+        """Every queued step's tokens (waiting for the device)."""
+        return []
+
+    def drop_queued(self) -> None:
+        """Forget the queued steps (they failed)."""
+
+    def warm_graphs(self, text_lengths=None, top_k: int = 100) -> int:
+        return 0
+
+
+class PlainRunner(Runner):
+    """The plain step (CPU): one step, one host sync, its tokens at once."""
+
+    def launch(self, batch: ActiveBatch) -> list[StepTokens]:
+        rows = batch.rows
+        logits, batch.state = self.model.step(batch.ctx, batch.next_tokens, batch.state)
+        tokens = sample_tokens(
+            logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, batch.max_k, batch.min_frames
+        )
+        batch.next_tokens = tokens
+        batch.counters = batch.counters + 1
+        self.steps += 1
+        return [StepTokens(self.steps, rows, tokens.cpu().numpy())]  # the one host sync per step
+
+
+@dataclass(frozen=True)
+class _LaunchedStep:
+    step: int
+    rows: list[Row]
+    host_tokens: torch.Tensor  # pinned slot the tokens are copied into
+    event: torch.cuda.Event | None  # recorded after the copy (None: eager on the CPU)
+
+    def take(self) -> StepTokens:
+        if self.event is not None:
+            self.event.synchronize()
+        return StepTokens(self.step, self.rows, self.host_tokens.numpy().copy())
+
+
+class GraphedRunner(Runner):
+    """The CUDA-graph step with steps queued ahead of the host (``settings.graphs``; with
+    ``capture=False`` the same code runs eagerly, which is how the CPU tests exercise it)."""
+
+    def __init__(self, model: LinaModel, settings: EngineSettings):
+        super().__init__(model, settings)
+        self.graphed = GraphedStep(model, settings.graphs)
+        pin = model.device.type == "cuda"
+        self._host_tokens = [
+            torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin) for _ in range(settings.pipeline_depth + 1)
+        ]
+        self._in_flight: collections.deque[_LaunchedStep] = collections.deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self._in_flight)
+
+    def launch(self, batch: ActiveBatch) -> list[StepTokens]:
+        rows = batch.rows
+        tokens = self.graphed(batch)  # state, tokens and counters updated in place
+        self.steps += 1
+        slot = self._host_tokens[self.steps % len(self._host_tokens)][: len(rows)]
+        slot.copy_(tokens, non_blocking=True)
+        event = torch.cuda.Event() if tokens.is_cuda else None
+        if event is not None:
+            event.record()
+        self._in_flight.append(_LaunchedStep(self.steps, rows, slot, event))
+        done = []
+        while len(self._in_flight) > self.settings.queued_steps(len(rows)):
+            done.append(self._in_flight.popleft().take())
+        return done
+
+    def drain(self) -> list[StepTokens]:
+        done = []
+        while self._in_flight:
+            done.append(self._in_flight.popleft().take())
+        return done
+
+    def drop_queued(self) -> None:
+        self._in_flight.clear()
+
+    def warm_graphs(self, text_lengths: tuple[int, ...] | None = None, top_k: int = 100) -> int:
+        """Capture the step graphs of every batch bucket for these text lengths (default: every
+        text bucket up to 256 tokens), so no request pays for a capture (or a compilation). Call
+        after one synthesis has run (which allocated the buffers), between iterations. Returns
+        the graphs captured."""
+        if not self.graphed.config.capture:
+            return 0
+        if text_lengths is None:
+            text_lengths = tuple(n for n in self.graphed.config.text_buckets if n <= 256)
+        before = self.graphed.graph_count
+        for n in text_lengths:
+            self.graphed.warm(self.graphed.config.batch_buckets, n, top_k)
+        return self.graphed.graph_count - before
+
+
+def make_runner(model: LinaModel, settings: EngineSettings) -> Runner:
+    """The runner for these settings: graphed when ``settings.graphs`` is set, else plain."""
+    return PlainRunner(model, settings) if settings.graphs is None else GraphedRunner(model, settings)
