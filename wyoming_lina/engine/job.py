@@ -28,6 +28,7 @@ class GenerationJob:
     prompt_codes: torch.Tensor | None = None  # [P] codec codes of the voice clip
     initial_state: InitialState | None = None  # IST voice state
     deadline: float | None = None  # time.monotonic() after which the job fails
+    owner: object = None  # whose job (one client's request): the scheduler takes owners in turn
 
     def __post_init__(self):
         if len(self.text_ids) < 2:

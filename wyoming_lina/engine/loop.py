@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import queue
 import threading
@@ -63,8 +64,9 @@ class Engine:
                 f"text of {len(job.text_ids)} tokens is longer than the model's {self.model.config.max_text_len}"
             )
         handle = JobHandle(job, loop or asyncio.get_running_loop())
-        handle.on_cancel = self.scheduler.note_cancel
-        self.scheduler.submit(Row(handle))
+        row = Row(handle)
+        handle.on_cancel = functools.partial(self.scheduler.cancel, row)
+        self.scheduler.submit(row)
         return handle
 
     def execute(self, fn: Callable[[], object]) -> concurrent.futures.Future:

@@ -1,7 +1,13 @@
-"""Who generates next: the waiting queue, admission, cancellation, deadlines, memory back-off.
+"""Who generates next: the waiting queues, fair admission, cancellation, deadlines, memory back-off.
 
-The scheduler decides; it never touches the model. ``submit`` is thread-safe (callers on the
-event loop); everything else runs on the engine thread between steps.
+Waiting rows are queued per owner (a job's ``owner``: one client's request). Admission takes one
+row per owner in turn, so a long request is served in order without starving a short one from
+another client; each owner may have at most ``max_waiting_per_owner`` rows waiting (jobs without
+an owner, from tools and tests, share one queue without that cap), and all owners together
+``max_queue``. A cancelled row leaves its queue at once.
+
+The scheduler decides; it never touches the model. ``submit`` and ``cancel`` are thread-safe
+(callers on the event loop); everything else runs on the engine thread between steps.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ class Scheduler:
     def __init__(self, settings: EngineSettings):
         self.settings = settings
         self.max_batch = settings.max_batch  # lowered for a while after the GPU ran out of memory
-        self._waiting: collections.deque[Row] = collections.deque()
+        self._queues: collections.OrderedDict[object, collections.deque[Row]] = collections.OrderedDict()  # next turn first
+        self._waiting = 0
         self._wakeup = threading.Condition()
         self._stopping = False
         self._cancel_seen = False  # a handle was cancelled since the last scan of the batch
@@ -29,22 +36,41 @@ class Scheduler:
 
     # --- any thread -----------------------------------------------------------------------
     def submit(self, row: Row) -> None:
-        """Queue a row; OverloadedError when the queue is full, ShuttingDownError when stopping."""
+        """Queue a row; OverloadedError when the queue (or its owner's share) is full,
+        ShuttingDownError when stopping."""
+        owner = row.job.owner
         with self._wakeup:
             if self._stopping:
                 raise ShuttingDownError("the server is shutting down")
-            if len(self._waiting) >= self.settings.max_queue:
-                raise OverloadedError(f"{len(self._waiting)} requests are already waiting; try again shortly")
-            self._waiting.append(row)
+            if self._waiting >= self.settings.max_queue:
+                raise OverloadedError(f"{self._waiting} sentences are already waiting; try again shortly")
+            queue = self._queues.get(owner)
+            if owner is not None and queue is not None and len(queue) >= self.settings.max_waiting_per_owner:
+                raise OverloadedError(f"this request already has {len(queue)} sentences waiting; try again shortly")
+            if queue is None:  # a newcomer's turn comes next: it has had none yet
+                queue = self._queues[owner] = collections.deque()
+                self._queues.move_to_end(owner, last=False)
+            queue.append(row)
+            self._waiting += 1
             self._wakeup.notify()
 
-    def note_cancel(self) -> None:
-        """A caller cancelled a row (any thread): the next ``leaving`` scan looks at the batch."""
+    def cancel(self, row: Row) -> None:
+        """A caller cancelled ``row`` (any thread): a waiting row leaves its queue at once (and its
+        caller hears so); a row in the batch leaves at the next ``leaving`` scan."""
+        with self._wakeup:
+            queue = self._queues.get(row.job.owner)
+            if queue is not None and row in queue:
+                queue.remove(row)
+                self._waiting -= 1
+                if not queue:
+                    del self._queues[row.job.owner]
+                row.finish()
+                return
         self._cancel_seen = True
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return self._waiting
 
     def wait_for_work(self, busy, timeout: float = 0.5) -> bool:
         """Block the engine thread until ``busy()`` or a submit; False once stopping."""
@@ -61,7 +87,9 @@ class Scheduler:
         """Refuse new rows from now on; returns the rows still waiting (to be failed)."""
         with self._wakeup:
             self._stopping = True
-            waiting, self._waiting = list(self._waiting), collections.deque()
+            waiting = [row for queue in self._queues.values() for row in queue]
+            self._queues.clear()
+            self._waiting = 0
             self._wakeup.notify()
         return waiting
 
@@ -71,14 +99,20 @@ class Scheduler:
 
     # --- engine thread ----------------------------------------------------------------------
     def admit(self, active: int) -> list[Row]:
-        """The waiting rows that join a batch of ``active`` rows now (oldest first); rows cancelled
-        while waiting are finished here."""
+        """The waiting rows that join a batch of ``active`` rows now: one per owner in turn, each
+        owner's oldest first (an owner served goes to the back of the line)."""
         room = min(self.max_batch - active, self.settings.max_admit_per_step)
         admitted = []
         with self._wakeup:
-            while self._waiting and len(admitted) < room:
-                row = self._waiting.popleft()
-                if row.handle.cancelled:
+            while self._queues and len(admitted) < room:
+                owner, queue = next(iter(self._queues.items()))
+                row = queue.popleft()
+                self._waiting -= 1
+                if queue:
+                    self._queues.move_to_end(owner)
+                else:
+                    del self._queues[owner]
+                if row.handle.cancelled:  # (cancel() normally took it out already)
                     row.finish()
                 else:
                     admitted.append(row)

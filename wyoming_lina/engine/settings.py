@@ -18,6 +18,7 @@ from .graphed_step import GraphConfig
 class EngineSettings:
     max_batch: int = MAX_BATCH  # rows generated together (--max-batch)
     max_queue: int = MAX_QUEUE  # sentences waiting for the engine (--max-queue)
+    max_waiting_per_owner: int | None = None  # of those, from one owner (one request); None: max_queue / 16
     max_admit_per_step: int = 16  # rows admitted per loop iteration
     max_prefill_batch: int = 16  # voice-prompt prefills run in batches of at most this
     pad_prefill: bool = False  # prefill batches padded to powers of two (see prefill.padded_batch)
@@ -29,9 +30,12 @@ class EngineSettings:
     oom_recovery_iterations: int = 200  # good iterations before the batch cap doubles again
 
     def __post_init__(self):
+        if self.max_waiting_per_owner is None and _positive(self.max_queue):
+            object.__setattr__(self, "max_waiting_per_owner", max(1, self.max_queue // 16))
         positive = (
             "max_batch",
             "max_queue",
+            "max_waiting_per_owner",
             "max_admit_per_step",
             "max_prefill_batch",
             "prompt_cache_size",

@@ -47,6 +47,7 @@ class SynthesisSettings:
     max_text_chars: int = 10_000  # per request (and per stream)
     max_sentence_chars: int = 200
     max_frames: int = 60 * FRAMES_PER_SECOND  # no sentence longer (--max-sentence-seconds)
+    max_sentences_ahead: int = 16  # sentences of one request generating at once (the rest wait their turn)
     deadline: float | None = 120.0  # seconds per sentence job from submission
     sampling: SamplingOptions = SamplingOptions()
 
@@ -73,18 +74,19 @@ class Synthesizer:
         return self.voices.get(name or self.settings.default_voice or "")
 
     def open_stream(
-        self, voice: Voice | str | None = None, sampling: SamplingOptions | None = None
+        self, voice: Voice | str | None = None, sampling: SamplingOptions | None = None, owner: object = None
     ) -> "SynthesisStream":
-        """A stream for a voice object (already resolved) or a voice name (None: the default)."""
+        """A stream for a voice object (already resolved) or a voice name (None: the default);
+        ``owner`` (e.g. the client's connection) for the engine's fair admission."""
         if not isinstance(voice, Voice):
             voice = self.resolve_voice(voice)
-        return SynthesisStream(self, voice, sampling or self.settings.sampling)
+        return SynthesisStream(self, voice, sampling or self.settings.sampling, owner)
 
     async def synthesize(
-        self, text: str, voice: str | None = None, sampling: SamplingOptions | None = None
+        self, text: str, voice: str | None = None, sampling: SamplingOptions | None = None, owner: object = None
     ) -> AsyncIterator[np.ndarray]:
         """int16 chunks for the whole text (sentences generated in parallel, played in order)."""
-        stream = self.open_stream(voice, sampling)
+        stream = self.open_stream(voice, sampling, owner)
         try:
             stream.add_text(text)
             stream.finish()
@@ -93,12 +95,12 @@ class Synthesizer:
         finally:
             stream.cancel()
 
-    def jobs_for(self, sentence: str, voice: Voice, sampling: SamplingOptions) -> list[GenerationJob]:
+    def jobs_for(self, sentence: str, voice: Voice, sampling: SamplingOptions, owner: object = None) -> list[GenerationJob]:
         """Normalise one sentence into speakable pieces, one job each ([] if nothing is left)."""
         pieces = prepare_sentence(sentence, self.tokenizer, self.settings.max_sentence_chars)
-        return [self.job_for(p, voice, sampling) for p in pieces if p.strip(" .,;:!?-'\"")]
+        return [self.job_for(p, voice, sampling, owner) for p in pieces if p.strip(" .,;:!?-'\"")]
 
-    def job_for(self, spoken: str, voice: Voice, sampling: SamplingOptions) -> GenerationJob:
+    def job_for(self, spoken: str, voice: Voice, sampling: SamplingOptions, owner: object = None) -> GenerationJob:
         """Tokenise one normalised piece (with the voice's prompt transcript in front) and bound
         its length by its characters and the voice's speaking rate."""
         self.tokenizer.encode(spoken)  # the piece alone must be sayable (the error names it)
@@ -112,17 +114,19 @@ class Synthesizer:
             sampling=sampling,
             prompt_codes=voice.prompt_codes,
             initial_state=voice.initial_state,
-            deadline=self._deadline(),
+            owner=owner,
         )
 
-    def retry_job(self, job: GenerationJob) -> GenerationJob:
-        """The same utterance once more, with the next seed and a fresh deadline."""
-        seed = job.sampling.seed
-        sampling = dataclasses.replace(job.sampling, seed=None if seed is None else seed + 1)
-        return dataclasses.replace(job, sampling=sampling, deadline=self._deadline())
+    def submit(self, job: GenerationJob) -> JobHandle:
+        """Hand a job to the engine; its deadline (``--deadline``) counts from now."""
+        deadline = time.monotonic() + self.settings.deadline if self.settings.deadline else None
+        return self.engine.submit(dataclasses.replace(job, deadline=deadline))
 
-    def _deadline(self) -> float | None:
-        return time.monotonic() + self.settings.deadline if self.settings.deadline else None
+    @staticmethod
+    def retry_job(job: GenerationJob) -> GenerationJob:
+        """The same utterance once more, with the next seed."""
+        seed = job.sampling.seed
+        return dataclasses.replace(job, sampling=dataclasses.replace(job.sampling, seed=None if seed is None else seed + 1))
 
     def _prompt_text_and_rate(self, voice: Voice) -> tuple[str, float | None]:
         """(normalised prompt transcript or "", frames per character or None for the default).
@@ -143,23 +147,38 @@ class Synthesizer:
         return text, rate
 
 
+@dataclass(eq=False)
+class _Sentence:
+    """One piece of the request's text: its job, and its handle once submitted."""
+
+    job: GenerationJob
+    handle: JobHandle | None = None
+
+
 class SynthesisStream:
     """One request's text (whole or in fragments) -> its audio, in order.
 
-    ``add_text`` may be called many times; every completed sentence is submitted at once.
-    ``finish`` submits the rest. Iterate the stream for int16 chunks; ``cancel`` frees rows.
+    ``add_text`` may be called many times; every completed sentence is queued at once, and up to
+    ``max_sentences_ahead`` of them generate in parallel (the next one is submitted when one has
+    played): a long text cannot fill the engine's queue, and audio still comes in order.
+    ``finish`` queues the rest. Iterate the stream for int16 chunks; ``cancel`` frees rows.
+    ``owner`` identifies the client to the engine's fair admission (default: this request).
     """
 
-    def __init__(self, synth: Synthesizer, voice: Voice, sampling: SamplingOptions):
+    def __init__(self, synth: Synthesizer, voice: Voice, sampling: SamplingOptions, owner: object = None):
         self.synth = synth
         self.voice = voice
         self.sampling = sampling
+        self.owner = owner if owner is not None else self
         self.chunker = SentenceChunker(max_chars=synth.settings.max_sentence_chars)
         self.chars = 0
         self.sentences = 0
-        self._handles: asyncio.Queue[tuple[GenerationJob, JobHandle] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Sentence | None] = asyncio.Queue()  # in order, for the player
+        self._unsubmitted: collections.deque[_Sentence] = collections.deque()
+        self._generating = 0  # submitted and not yet played out
         self._all: list[JobHandle] = []
         self._finished = False
+        self._cancelled = False
 
     def add_text(self, text: str) -> None:
         self.chars += len(text)
@@ -167,54 +186,73 @@ class SynthesisStream:
         if self.chars > limit:
             raise TextTooLongError(f"text is longer than the limit of {limit} characters")
         for sentence in self.chunker.add(text):
-            self._submit(sentence)
+            self._add(sentence)
 
     def finish(self) -> None:
         if not self._finished:
             self._finished = True
             for sentence in self.chunker.finish():
-                self._submit(sentence)
-            self._handles.put_nowait(None)
+                self._add(sentence)
+            self._queue.put_nowait(None)
 
-    def _submit(self, sentence: str) -> None:
+    def _add(self, sentence: str) -> None:
         try:
-            jobs = self.synth.jobs_for(sentence, self.voice, self.sampling)
+            jobs = self.synth.jobs_for(sentence, self.voice, self.sampling, owner=self.owner)
         except UnsupportedTextError as err:
             _LOGGER.warning("skipping a sentence the model cannot say: %s", err)
             return
         for job in jobs:
-            handle = self._start(job)
+            item = _Sentence(job)
             self.sentences += 1
-            self._handles.put_nowait((job, handle))
+            self._unsubmitted.append(item)
+            self._queue.put_nowait(item)
+        self._submit_ahead()
+
+    def _submit_ahead(self) -> None:
+        """Submit queued sentences while fewer than ``max_sentences_ahead`` are generating."""
+        while self._unsubmitted and not self._cancelled and self._generating < self.synth.settings.max_sentences_ahead:
+            item = self._unsubmitted.popleft()
+            item.handle = self._start(item.job)
+            self._generating += 1
 
     def _start(self, job: GenerationJob) -> JobHandle:
-        handle = self.synth.engine.submit(job)
+        handle = self.synth.submit(job)
         self._all.append(handle)
         return handle
 
     def cancel(self) -> None:
         """Drop every row of this stream; iteration ends (nothing more is submitted)."""
+        self._cancelled = True
+        self._unsubmitted.clear()
         for handle in self._all:
             handle.cancel()
         if not self._finished:
             self._finished = True
-            self._handles.put_nowait(None)
+            self._queue.put_nowait(None)
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
         silence = np.zeros(int(self.synth.settings.sentence_silence * self.synth.sample_rate), dtype=np.int16)
         first = True
         try:
-            while (item := await self._handles.get()) is not None:
+            while (item := await self._queue.get()) is not None:
+                if self._cancelled:
+                    break
                 if not first and len(silence):
                     yield silence
                 first = False
-                async for samples in self._sentence_audio(*item):
-                    yield samples
+                self._submit_ahead()  # (a sentence queued while the window was full)
+                try:
+                    async for samples in self._sentence_audio(item):
+                        yield samples
+                finally:
+                    self._generating -= 1
+                self._submit_ahead()
         finally:
             self.cancel()
 
-    async def _sentence_audio(self, job: GenerationJob, handle: JobHandle) -> AsyncIterator[np.ndarray]:
+    async def _sentence_audio(self, item: _Sentence) -> AsyncIterator[np.ndarray]:
         """One sentence's int16 audio; retried once (next seed) if it yields less than its floor."""
+        job, handle = item.job, item.handle
         floor = job.min_frames * self.synth.engine.decoder.samples_per_frame
         for attempt in range(2):
             samples, failure = 0, None
