@@ -460,6 +460,7 @@ _TIDY = (
     (re.compile(r"\(\s*[,.;:]*\s*\)"), " "),  # "()" left after removals
     (re.compile(r"(?<=\()\s+|\s+(?=\))"), ""),
     (re.compile(r"\s+(?=[,.;:!?…])"), ""),
+    (re.compile(r"—(?:\s*—)+"), "—"),  # pauses left side by side once what stood between was dropped
     (re.compile(r"([,;:])(?:\s*[,;:—])+"), r"\1"),
     (re.compile(r"[,;:—]+\s*(?=[.!?])"), ""),
     (re.compile(r"([!?])[!?]+"), r"\1"),
