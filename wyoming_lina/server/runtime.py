@@ -18,6 +18,7 @@ from ..engine.synthesizer import Synthesizer
 from ..errors import CheckpointError
 from ..model import LinaModel, load_lina
 from ..text import LinaTokenizer
+from ..triton_support import check_triton
 from .download import ModelFiles
 from .options import RuntimeConfigError
 
@@ -80,6 +81,9 @@ class Runtime:
 def load_runtime(files: ModelFiles, device: str, dtype: str, *, max_batch: int = 256) -> Runtime:
     """Load everything on ``device`` (strict checkpoint loading) and create the (stopped) engine."""
     started = time.monotonic()
+    # On CUDA, prove once that Triton compiles and launches a kernel here; if it cannot, every
+    # Triton user (kernels, fla-core, torch.compile) takes the plain PyTorch path instead.
+    triton_ok = device.startswith("cuda") and check_triton(device).usable
     weights_dtype = None if dtype == "float32" else getattr(torch, dtype)
     model = load_lina(files.lina, device=device, dtype=weights_dtype, trusted=files.lina_trusted)
     codec = load_codec(files.codec_config, files.codec_checkpoint, device=device, dtype=weights_dtype)
@@ -89,7 +93,8 @@ def load_runtime(files: ModelFiles, device: str, dtype: str, *, max_batch: int =
             f"{codec.config.codebook_size}: these files do not belong together"
         )
     tokenizer = LinaTokenizer(files.tokenizer)
-    engine = Engine.create(model, StreamingDecoder(codec, streaming_config_for(device)), max_batch=max_batch)
+    decoder = StreamingDecoder(codec, streaming_config_for(device))
+    engine = Engine.create(model, decoder, max_batch=max_batch, compile=triton_ok)
     _LOGGER.info("loaded the model and codec on %s (%s) in %.1f s", device, dtype, time.monotonic() - started)
     return Runtime(model, codec, tokenizer, engine, device, dtype)
 

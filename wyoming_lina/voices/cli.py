@@ -310,6 +310,10 @@ def _tune(args) -> int:
     dtype = dtypes[dtype_name]
     if dtype != torch.float32 and _device(args) == "cpu":
         raise VoiceError("--dtype bfloat16 is for CUDA; on CPU tuning runs in float32")
+    if _device(args).startswith("cuda"):
+        from ..triton_support import check_triton
+
+        check_triton(_device(args))  # fla-core's Triton kernels, or the plain recurrence with a warning
     model, codec, tokenizer = _load_model(args, dtype), _load_codec(args), _load_tokenizer(args)
     settings = {
         dest: getattr(args, f"tune_{dest}")
