@@ -52,7 +52,8 @@ def test_advice_follows_the_error(error, words):
 
 
 def test_the_compiler_is_found_as_triton_finds_it():
-    assert find_c_compiler({"CC": "/opt/cc"}, which=lambda name: None) == "/opt/cc"
+    assert find_c_compiler({"CC": "/opt/cc"}, which={"/opt/cc": "/opt/cc", "gcc": "/usr/bin/gcc"}.get) == "/opt/cc"
+    assert find_c_compiler({"CC": "/nonexistent/cc"}, which={"gcc": "/usr/bin/gcc"}.get) is None  # Triton uses CC as given
     found = {"gcc": None, "clang": "/usr/bin/clang"}
     assert find_c_compiler({}, which=found.get) == "/usr/bin/clang"
     assert find_c_compiler({}, which=lambda name: None) is None

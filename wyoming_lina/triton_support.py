@@ -57,10 +57,11 @@ def triton_available() -> bool:
 
 # --- the decision (pure) ---------------------------------------------------------------------
 def find_c_compiler(environ: dict | None = None, which=shutil.which) -> str | None:
-    """The compiler Triton would use: ``$CC``, else gcc, else clang (as triton.runtime.build)."""
+    """The compiler Triton would use: ``$CC``, else gcc, else clang (as triton.runtime.build);
+    None when that program is not there."""
     environ = os.environ if environ is None else environ
     if environ.get("CC"):
-        return environ["CC"]
+        return which(environ["CC"])
     return which("gcc") or which("clang")
 
 
