@@ -65,6 +65,7 @@ def _serve(args) -> int:
             tracker=tracker,
             connections=ConnectionCounter(),
         )
+
         async def started() -> None:
             publish_uri(args.uri)  # where the container's health check asks
             if advertiser:
