@@ -1,52 +1,58 @@
 # syntax=docker/dockerfile:1
-# wyoming-lina for an NVIDIA GPU host. Build:  docker build -t wyoming-lina .
+# wyoming-lina for an NVIDIA GPU host, in the environment its GPU tests and benchmarks ran:
+# Python 3.12, torch 2.11.0 built for CUDA 13.0, Triton 3.6.0, fla-core 0.6.0 (requirements/image.txt).
+# Build:  docker build -t wyoming-lina .
 # Run:    docker run --gpus all -p 10200:10200 -v ./data:/data wyoming-lina
-# The PyTorch image's CUDA must be supported by the host driver (CUDA 12.8 needs driver >= 570;
-# pick an older image with --build-arg TORCH_IMAGE=... for older drivers).
-ARG TORCH_IMAGE=pytorch/pytorch:2.7.0-cuda12.8-cudnn9
+# The host needs an NVIDIA driver for CUDA 13.0 (580 or newer) and the NVIDIA container toolkit.
+FROM python:3.12.3-slim-bookworm
 
-# --- build: causal-conv1d needs nvcc ------------------------------------------------------------
-FROM ${TORCH_IMAGE}-devel AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# GPU generations to compile for (Ampere, Ada, Hopper); narrow it to build faster.
-ARG TORCH_CUDA_ARCH_LIST="8.0;8.6;8.9;9.0"
-ENV TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST}
-RUN pip install ninja packaging \
- && pip wheel --no-deps --no-build-isolation --wheel-dir /wheels "causal-conv1d>=1.4"
+# Triton builds a small C launcher (with Python.h, which this image has) the first time it runs
+# a kernel: the GPU path needs a C compiler at run time. Debian stable's gcc follows the base
+# image's libc, so it is not pinned to a version.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 
-# --- runtime ------------------------------------------------------------------------------------
-FROM ${TORCH_IMAGE}-runtime
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     PYTHONUNBUFFERED=1 \
-    HF_HOME=/data/.hf
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    WYOMING_LINA_DATA_DIR=/data \
+    WYOMING_LINA_URI_FILE=/tmp/wyoming-lina.uri \
+    HF_HOME=/data/.hf \
+    TRITON_CACHE_DIR=/data/.cache/triton \
+    TORCHINDUCTOR_CACHE_DIR=/data/.cache/torchinductor
 WORKDIR /app
 
-# Dependencies first (package metadata only), so this layer is rebuilt only when they change.
-# torch comes from the base image and is pinned so pip never swaps it for another build.
-COPY --from=build /wheels /wheels
+# Every Python package at the pinned version first (this layer is rebuilt only when the file
+# changes), then the project itself without resolving anything again.
+COPY requirements/image.txt requirements/image.txt
+RUN pip install --no-cache-dir -r requirements/image.txt
 COPY pyproject.toml setup.cfg README.md ./
-COPY wyoming_lina/__init__.py wyoming_lina/__init__.py
-RUN python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch.txt \
- && pip install -c /tmp/torch.txt /wheels/*.whl ".[gpu]" \
- && rm -rf /wheels /tmp/torch.txt
-
-# The code, then the package itself (no dependency resolution again).
 COPY wyoming_lina wyoming_lina
 COPY config config
-RUN pip install --no-deps --no-build-isolation . && python -c "import wyoming_lina.server.handler"
+COPY docker/entrypoint.sh /usr/local/bin/wyoming-lina-entrypoint
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+ && pip check \
+ && python -c "import wyoming_lina.server.handler, wyoming_lina.triton_support"
 
-RUN useradd --create-home --uid 1000 lina && mkdir -p /data && chown lina:lina /data
-USER lina
+RUN useradd --uid 1000 --user-group --create-home lina \
+ && mkdir -p /data \
+ && chown 1000:1000 /data
+USER 1000:1000
 VOLUME /data
 EXPOSE 10200
 
 # Model download and conversion happen on the first start (several GB): allow a long start.
+# The check asks the address the server published (WYOMING_LINA_URI_FILE), whatever port it has.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30m --retries=3 \
-    CMD ["python", "-m", "wyoming_lina.server.healthcheck", "tcp://127.0.0.1:10200"]
+    CMD ["python", "-m", "wyoming_lina.server.healthcheck"]
 
-# Exec form: the server is PID 1 and receives SIGTERM itself (it lets requests in progress
-# finish for up to --shutdown-timeout seconds, then exits 0). Extra options go after the image
-# name (docker run ... wyoming-lina --voice alice) or in compose's `command:`.
-ENTRYPOINT ["wyoming-lina", "serve", "--uri", "tcp://0.0.0.0:10200", "--data-dir", "/data"]
+# Options alone run the server (docker run ... wyoming-lina --voice alice); a command runs that
+# command (docker compose run --rm wyoming-lina voice list). The server is PID 1 and receives
+# SIGTERM itself (requests in progress get up to --shutdown-timeout seconds, then it exits 0).
+ENTRYPOINT ["wyoming-lina-entrypoint"]
 CMD []

@@ -1,7 +1,10 @@
 """Shared test helpers: where the upstream-produced fixtures live.
 
-The fixtures sit in ``../shared/fixtures`` beside the repository. Locally a missing
-fixture skips the test; in CI (``CI=true``) it fails, so a broken checkout cannot pass.
+The fixtures sit in ``../shared/fixtures`` beside the repository (or ``$WYOMING_LINA_FIXTURES``).
+Without them most tests cannot run, and a run that skipped them would look green: so a missing
+fixtures folder stops the run at once with one message, and a missing fixture fails its test.
+Only ``WYOMING_LINA_ALLOW_MISSING_FIXTURES=1`` turns both into skips (to run the other tests in
+a clone without ``../shared``), and never in CI (``CI=true``).
 """
 
 from __future__ import annotations
@@ -13,16 +16,38 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("WYOMING_LINA_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+ALLOW_MISSING_ENV = "WYOMING_LINA_ALLOW_MISSING_FIXTURES"
+
+
+def _true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def missing_fixtures_allowed() -> bool:
+    return _true(ALLOW_MISSING_ENV) and not _true("CI")
+
+
+def pytest_sessionstart(session):
+    if not FIXTURES.is_dir() and not missing_fixtures_allowed():
+        raise pytest.UsageError(
+            f"test fixtures not found at {FIXTURES}: put the shared folder beside the repository "
+            f"(../shared/fixtures) or set WYOMING_LINA_FIXTURES; to run only the tests that need "
+            f"none, set {ALLOW_MISSING_ENV}=1 (the others are then skipped)"
+        )
+
+
+def pytest_report_header(config):
+    return f"fixtures: {FIXTURES} ({'present' if FIXTURES.is_dir() else 'MISSING'})"
 
 
 def fixture_path(*parts: str) -> Path:
-    """Path of a shared fixture file; fail in CI, skip elsewhere, when it is missing."""
+    """Path of a shared fixture file; a missing one fails the test (skips it only when allowed)."""
     path = FIXTURES.joinpath(*parts)
     if not path.exists():
         message = f"fixture missing: {path}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+        if missing_fixtures_allowed():
+            pytest.skip(message)
+        pytest.fail(message)
     return path
 
 

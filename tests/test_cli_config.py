@@ -120,6 +120,7 @@ def test_zeroconf_name_forms():
 def test_shipped_config_documents_every_option_with_its_default(monkeypatch):
     """config/lina.yaml lists each serve option, commented out, with exactly the built-in default."""
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.delenv("WYOMING_LINA_DATA_DIR", raising=False)
     text = (REPO / "config" / "lina.yaml").read_text()
     assert yaml.safe_load(text) is None, "the shipped config must only hold comments (no second set of defaults)"
     uncommented = "\n".join(line[2:] for line in text.splitlines() if re.match(r"# [a-z][a-z-]*: ", line))

@@ -9,6 +9,7 @@ import sys
 import wave
 
 import numpy as np
+import pytest
 import soundfile
 
 from wyoming_lina.server.speak import wav_bytes, write_wav
@@ -69,3 +70,33 @@ def test_wav_to_stdout(capfdbinary):
     with wave.open(io.BytesIO(data)) as wav:
         assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes()) == (24000, 1, 2, 2400)
         assert np.array_equal(np.frombuffer(wav.readframes(2400), "<i2"), samples)
+
+
+def _speak(tmp_path, lina_dir, codec_dir, text: str, output: str) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable, "-m", "wyoming_lina", "speak", text, "-o", output,
+        "--data-dir", str(tmp_path / "data"), "--device", "cpu",
+        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
+        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
+        "--codec-config", str(codec_dir / "config.yaml"),
+        "--tokenizer", str(lina_dir / "bpe256.json"),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "text, output, words",
+    [
+        ("", "out.wav", "nothing to say"),
+        ("  \n ", "out.wav", "nothing to say"),
+        ("Hi.", "/nonexistent/x.wav", "/nonexistent does not exist"),
+        ("Hi.", ".", "is a folder"),
+    ],
+)
+def test_a_request_speak_cannot_fulfil_fails_in_one_line_before_loading(tmp_path, lina_dir, codec_dir, text, output, words):
+    result = _speak(tmp_path, lina_dir, codec_dir, text, output)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    assert "CC BY-NC" not in result.stderr  # refused before the model files were even looked at
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "data").exists()

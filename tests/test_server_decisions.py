@@ -7,7 +7,14 @@ import ipaddress
 
 import pytest
 
-from wyoming_lina.server.discovery import DiscoveryError, choose_advertised_host, detect_ipv4, port_of
+from wyoming_lina.server.discovery import (
+    DiscoveryError,
+    choose_advertised_host,
+    detect_ipv4,
+    listen_address_warning,
+    port_of,
+)
+from wyoming_lina.server.healthcheck import DEFAULT_URI, URI_FILE_ENV, connectable, publish_uri, published_uri
 from wyoming_lina.server.handler import RequestTracker
 from wyoming_lina.server.info import InfoBuilder
 from wyoming_lina.server.options import RuntimeConfigError, advertised_address_problem
@@ -95,6 +102,37 @@ def test_port_of_uri():
     assert port_of("tcp://0.0.0.0:10200") == 10200
     with pytest.raises(DiscoveryError):
         port_of("tcp://0.0.0.0")
+
+
+@pytest.mark.parametrize(
+    "uri, advertised, warned",
+    [
+        ("tcp://0.0.0.0:10200", "192.168.1.20", None),
+        ("tcp://192.168.1.20:10200", "192.168.1.20", None),
+        ("tcp://127.0.0.1:10200", "192.168.1.20", "loopback"),
+        ("tcp://localhost:10200", "192.168.1.20", "loopback"),
+        ("tcp://[::1]:10200", "192.168.1.20", "loopback"),
+        ("tcp://10.0.0.5:10200", "192.168.1.20", "listens only on 10.0.0.5"),
+    ],
+)
+def test_zeroconf_warns_when_clients_could_not_connect(uri, advertised, warned):
+    warning = listen_address_warning(uri, advertised)
+    assert (warning is None) if warned is None else (warned in warning and advertised in warning)
+
+
+# --- health check -------------------------------------------------------------------------------
+def test_health_check_asks_where_the_server_published_it_listens(tmp_path, monkeypatch):
+    monkeypatch.delenv(URI_FILE_ENV, raising=False)
+    publish_uri("tcp://0.0.0.0:10300")  # not asked to publish: nothing written, the default asked
+    assert published_uri() == DEFAULT_URI
+    monkeypatch.setenv(URI_FILE_ENV, str(tmp_path / "uri"))
+    assert published_uri() == DEFAULT_URI  # not published yet
+    publish_uri("tcp://0.0.0.0:10300")
+    assert published_uri() == "tcp://127.0.0.1:10300"
+    publish_uri("unix:///run/lina.sock")
+    assert published_uri() == "unix:///run/lina.sock"
+    assert connectable("tcp://[::]:10200") == "tcp://[::1]:10200"
+    assert connectable("tcp://192.168.1.20:10200") == "tcp://192.168.1.20:10200"
 
 
 # --- info -----------------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def start_server(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str) -> Ser
     ]  # fmt: skip
     # One intra-op thread: the engine thread and the event loop share this small machine's cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env["WYOMING_LINA_URI_FILE"] = str(tmp / f"listen-{port}.uri")  # as the image sets it
     with open(log, "wb") as stderr:
         proc = subprocess.Popen(args, cwd=tmp, env=env, stdout=stderr, stderr=subprocess.STDOUT)
     server = Server(proc, port, log)
@@ -199,6 +200,20 @@ async def test_container_healthcheck_asks_describe(server):
 
     assert await check(f"tcp://127.0.0.1:{server.port}", timeout=5.0)
     assert not await check(f"tcp://127.0.0.1:{free_port()}", timeout=2.0)  # nobody listening
+    # as the image's HEALTHCHECK runs it: no URI given, it asks where the server said it listens
+    uri_file = server.log.parent / f"listen-{server.port}.uri"
+    deadline = time.monotonic() + 10
+    while not uri_file.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert uri_file.read_text().strip() == f"tcp://127.0.0.1:{server.port}"
+    env = {**os.environ, "WYOMING_LINA_URI_FILE": str(uri_file)}
+    command = [sys.executable, "-m", "wyoming_lina.server.healthcheck"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    (server.log.parent / "elsewhere.uri").write_text(f"tcp://0.0.0.0:{free_port()}\n")
+    env["WYOMING_LINA_URI_FILE"] = str(server.log.parent / "elsewhere.uri")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1 and "tcp://127.0.0.1:" in result.stderr
 
 
 async def test_describe_sees_a_voice_added_while_running(server, lina_dir):

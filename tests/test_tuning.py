@@ -319,7 +319,8 @@ def test_cli_tune_needs_the_model_files(tmp_path, clip_dir, capsys):
     parser = argparse.ArgumentParser()
     cli.add_voice_parser(parser.add_subparsers(dest="command"))
     assert cli.run(parser.parse_args(["voice", "tune", "x", "--data", str(clip_dir), "--data-dir", str(tmp_path)])) == 1
-    assert "needs the model files: --lina-checkpoint, --codec-checkpoint, --tokenizer" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"needs the model files and found none in {tmp_path / 'models'} for --lina-checkpoint, --codec-checkpoint, --tokenizer" in err
     assert not (tmp_path / "voices/x").exists()
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -410,7 +411,7 @@ def parse(*argv):
     return parser.parse_args(list(argv))
 
 
-def test_cli_add_list_show_remove(tmp_path, codec_dir, lina_dir, capsys):
+def test_cli_add_list_show_remove(tmp_path, codec_dir, lina_dir, capsys, monkeypatch):
     data = str(tmp_path / "data")
     clip = write(tmp_path / "clip.wav", speech_like(4.0, rate=16000), 16000)
     codec_opts = ["--codec-config", str(codec_dir / "config.yaml"), "--codec-checkpoint", str(codec_dir / "model.ckpt")]
@@ -469,8 +470,10 @@ def test_cli_add_list_show_remove(tmp_path, codec_dir, lina_dir, capsys):
     assert "removed voice 'Alice'" in capsys.readouterr().out
     assert cli.run(parse("voice", "show", "alice", "--data-dir", data)) == 1
     assert "unknown voice 'alice'; available voices: bob" in capsys.readouterr().err
-    assert cli.run(parse("voice", "list")) == 1
-    assert "--data-dir is required" in capsys.readouterr().err
+    # without --data-dir: the default data dir, as for the server (the image sets the variable)
+    monkeypatch.setenv("WYOMING_LINA_DATA_DIR", data)
+    assert cli.run(parse("voice", "list")) == 0
+    assert "bob" in capsys.readouterr().out
 
 
 def test_cli_options_do_not_override_the_main_parser(tmp_path):
@@ -481,7 +484,7 @@ def test_cli_options_do_not_override_the_main_parser(tmp_path):
     args = parser.parse_args(["voice", "list"])
     assert args.data_dir == "/from/main" and args.device == "cpu"
     args = parser.parse_args(["voice", "list", "--data-dir", "/given"])
-    assert args.data_dir == "/given"
+    assert args.data_dir == Path("/given")
 
 
 def test_cli_runs_standalone(tmp_path):

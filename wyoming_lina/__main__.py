@@ -45,6 +45,7 @@ def _serve(args) -> int:
 
     from .server.app import serve
     from .server.handler import ConnectionCounter, HandlerSettings, LinaEventHandler, RequestTracker
+    from .server.healthcheck import publish_uri
     from .server.info import InfoBuilder
     from .server.runtime import warm_up
 
@@ -64,13 +65,19 @@ def _serve(args) -> int:
             tracker=tracker,
             connections=ConnectionCounter(),
         )
+
+        async def started() -> None:
+            publish_uri(args.uri)  # where the container's health check asks
+            if advertiser:
+                await advertiser.start()
+
         _LOGGER.info("serving at %s", args.uri)
         await serve(
             AsyncServer.from_uri(args.uri),
             factory,
             tracker,
             shutdown_timeout=args.shutdown_timeout,
-            on_started=advertiser.start if advertiser else None,
+            on_started=started,
             on_stopping=advertiser.close if advertiser else None,
         )
 
@@ -93,8 +100,9 @@ def _download(args) -> int:
 
 
 def _speak(args) -> int:
-    from .server.speak import synthesize_all, write_wav
+    from .server.speak import check_request, synthesize_all, write_wav
 
+    check_request(args.text, args.output)  # before the slow part: a bad request fails at once
     runtime, _store, synthesizer = _build(args)
     runtime.engine.start()
     try:
@@ -109,18 +117,8 @@ def _speak(args) -> int:
 
 
 def _voice(args) -> int:
-    from .server.download import ModelDownloader
-    from .voices.cli import run
+    from .voices.cli import run  # model files default to the data dir's, as for the server
 
-    # Model files default to the converted ones in the data dir, as for the server.
-    models = ModelDownloader(args.data_dir)
-    for option, path in (
-        ("lina_checkpoint", models.lina_path),
-        ("codec_checkpoint", models.codec_path),
-        ("tokenizer", models.tokenizer_path),
-    ):
-        if getattr(args, option, None) is None and path.is_file():
-            setattr(args, option, path)
     return int(run(args) or 0)
 
 
@@ -133,13 +131,16 @@ def _build(args):
     from .engine.synthesizer import SynthesisSettings, Synthesizer
     from .server.download import resolve_model_files
     from .server.runtime import LICENCE_NOTICE, choose_device, choose_dtype, load_runtime, max_frames_for
-    from .voices.default import ensure_default_voice
+    from .data_dir import ensure_writable
+    from .voices.default import DEFAULT_VOICE, ensure_default_voice
     from .voices.store import VoiceStore
 
+    probe = VoiceStore(args.data_dir, config_path=args.voices_file)
     if args.voice:  # a mistyped default voice fails now, not after loading the model
-        probe = VoiceStore(args.data_dir, config_path=args.voices_file)
         if args.voice not in probe:
             probe.get(args.voice)  # raises UnknownVoiceError naming the voices there are
+    elif DEFAULT_VOICE not in probe:  # the built-in voice will be written: say now if it cannot be
+        ensure_writable(args.data_dir)
     device = choose_device(
         args.device, cuda_available=torch.cuda.is_available(), cuda_count=torch.cuda.device_count()
     )
@@ -188,9 +189,11 @@ def _build(args):
 def _advertiser(args):
     if args.zeroconf is None:
         return None
-    from .server.discovery import ZeroconfAdvertiser, choose_advertised_host, detect_ipv4, port_of
+    from .server.discovery import ZeroconfAdvertiser, choose_advertised_host, detect_ipv4, listen_address_warning, port_of
 
     host = choose_advertised_host(args.zeroconf_host, [] if args.zeroconf_host else detect_ipv4())
+    if warning := listen_address_warning(args.uri, host):
+        _LOGGER.warning("%s", warning)
     return ZeroconfAdvertiser(args.zeroconf, host, port_of(args.uri))
 
 

@@ -13,6 +13,8 @@ import functools
 
 import torch
 
+from ..triton_support import triton_available
+
 
 def choose_gla_kernel(device_type: str, seq_len: int, *, fla_available: bool) -> str:
     """Pick 'naive', 'chunk' or 'fused_recurrent' (a pure decision, testable anywhere)."""
@@ -50,7 +52,8 @@ def naive_gla(q, k, v, g, initial_state, scale: float):
 
 def gla(q, k, v, g, initial_state, scale: float):
     """Run the recurrence with the best implementation for these tensors (``choose_gla_kernel``)."""
-    kernel = choose_gla_kernel(q.device.type, q.shape[1], fla_available=q.is_cuda and fla_available())
+    usable = q.is_cuda and triton_available() and fla_available()  # fla-core's kernels are Triton's
+    kernel = choose_gla_kernel(q.device.type, q.shape[1], fla_available=usable)
     if kernel == "naive":
         return naive_gla(q, k, v, g, initial_state, scale)
     from fla.ops.gla import chunk_gla, fused_recurrent_gla

@@ -25,6 +25,12 @@ from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder
 
 
+def fused_kernels_apply(device_type: str) -> bool:
+    """Whether the model's Triton kernels (one-kernel GLA step, small-batch GEMV) run on this
+    device: CUDA, with Triton passing its start-up check (``triton_support``)."""
+    return device_type == "cuda" and triton_available()
+
+
 class AttentiveRNN(nn.Module):
     def __init__(self, cfg: LinaConfig):
         super().__init__()
@@ -100,7 +106,7 @@ class LinaModel(nn.Module):
         with torch.no_grad():
             head = self.logits_head.weight[0]
             self.padded_head = torch.cat([head, head.new_zeros(aligned_width(head.shape[0]) - head.shape[0], head.shape[1])])
-        cuda_triton = self.device.type == "cuda" and triton_available()
+        cuda_triton = fused_kernels_apply(self.device.type)
         small_batch_gemv = cuda_triton if small_batch_gemv is None else small_batch_gemv
         fused_step = cuda_triton if fused_step is None else fused_step
         for module in self.modules():

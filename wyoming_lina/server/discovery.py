@@ -8,6 +8,7 @@ nothing) and reading its local address.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from urllib.parse import urlparse
@@ -57,6 +58,27 @@ def choose_advertised_host(explicit: str | None, detected: list[str]) -> str:
         "found no routable IPv4 address to advertise over zeroconf "
         f"(detected: {', '.join(detected) or 'none'}); pass --zeroconf-host with this machine's LAN address"
     )
+
+
+def listen_address_warning(uri: str, advertised: str) -> str | None:
+    """Why Home Assistant could not connect to the address the record advertises, given where
+    the server listens (None when it can: the bind-all address, or the advertised one)."""
+    host = urlparse(uri).hostname
+    if host in (None, "", "0.0.0.0", "::"):
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return None  # a host name: cannot tell here
+    if loopback:
+        return (
+            f"--zeroconf advertises {advertised} but --uri {uri} listens on loopback, which only this "
+            "machine can reach: Home Assistant elsewhere will find the server and fail to connect "
+            "(listen on tcp://0.0.0.0:PORT or the LAN address)"
+        )
+    if host != advertised:
+        return f"--zeroconf advertises {advertised} but --uri {uri} listens only on {host}: Home Assistant will fail to connect"
+    return None
 
 
 def port_of(uri: str) -> int:

@@ -29,6 +29,8 @@ import json
 import logging
 import os
 import shutil
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +38,8 @@ from typing import Callable
 
 from huggingface_hub import hf_hub_download
 
+from ..atomic import write_atomic
+from ..data_dir import CODEC_FILE, LINA_FILE, MODELS_DIR, TOKENIZER_FILE, ensure_writable
 from ..errors import CheckpointError
 
 _LOGGER = logging.getLogger(__name__)
@@ -103,9 +107,6 @@ MODEL_FILES: dict[str, RemoteFile] = {
     )
 }
 
-LINA_FILE = "lina.safetensors"
-CODEC_FILE = "wavtokenizer.safetensors"
-TOKENIZER_FILE = "bpe256.json"
 SOURCES_FILE = "SOURCES.json"
 
 
@@ -144,11 +145,40 @@ def fetch_url(url: str, timeout: float = 60.0) -> bytes:
         return response.read()
 
 
+def probe_url(url: str, timeout: float = 10.0) -> None:
+    """Raise OSError when the server of ``url`` cannot be reached at all (no name resolution,
+    refused, timed out). Any HTTP answer, an error status too, means it can. One attempt, no
+    retries: this is what tells "no network" from a bad file before any download is tried."""
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 (fixed https URL)
+            pass
+    except urllib.error.HTTPError:
+        pass
+
+
+def hub_endpoint() -> str:
+    """Where ``hf_hub_download`` goes (``HF_ENDPOINT`` moves it to a mirror)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def _route_hub_logs_through_ours() -> None:
+    """huggingface_hub puts its own stderr handler on its logger and also passes each record up
+    to ours, so each of its warnings (e.g. a retry) would print twice. Keep only ours."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    for handler in list(hub_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            hub_logger.removeHandler(handler)
+
+
 class ModelDownloader:
     """Fills ``<data-dir>/models`` (download, verify, convert), network only when files are missing.
 
-    ``hub_download`` and ``url_fetch`` are the two network entry points (``hf_hub_download`` and
-    urllib); tests pass local stand-ins.
+    ``hub_download``, ``url_fetch`` and ``probe`` are the network entry points
+    (``hf_hub_download``, urllib, and the one-attempt reachability check made once per server
+    before its first download); tests pass local stand-ins.
     """
 
     def __init__(
@@ -157,16 +187,20 @@ class ModelDownloader:
         *,
         hub_download: Callable[..., str] = hf_hub_download,
         url_fetch: Callable[[str], bytes] = fetch_url,
+        probe: Callable[[str], None] = probe_url,
         offline: bool | None = None,
         keep_downloads: bool = False,
     ):
         self.data_dir = Path(data_dir)
-        self.models = self.data_dir / "models"
+        self.models = self.data_dir / MODELS_DIR
         self.downloads = self.data_dir / "downloads"
         self.hub_download = hub_download
         self.url_fetch = url_fetch
+        self.probe = probe
         self.offline = is_offline() if offline is None else offline
         self.keep_downloads = keep_downloads
+        self.unreachable: dict[str, str] = {}  # server -> why it cannot be reached
+        self._probed: set[str] = set()
 
     # --- where things are ---------------------------------------------------------------------
     @property
@@ -199,6 +233,7 @@ class ModelDownloader:
         todo = self.missing(need)
         if not todo:
             return
+        ensure_writable(self.data_dir)  # one line naming the folder and the fix, before any download
         self.models.mkdir(parents=True, exist_ok=True)
         problems: list[str] = []
         for name in todo:
@@ -219,7 +254,7 @@ class ModelDownloader:
         _LOGGER.info("converting %s to %s (once)", raw.name, self.lina_path)
         # Our own download from the pinned repository: full unpickling is allowed if needed.
         model = load_lina(raw, device="cpu", trusted=True)
-        _write_atomic(self.lina_path, lambda tmp: save_safetensors(model, tmp))
+        write_atomic(self.lina_path, lambda tmp: save_safetensors(model, tmp))
         self._record(remote, raw)
         del model
 
@@ -230,14 +265,13 @@ class ModelDownloader:
 
         _LOGGER.info("converting %s to %s (once)", raw.name, self.codec_path)
         codec = load_codec(config, raw, device="cpu")
-        _write_atomic(self.codec_path, lambda tmp: save_codec_safetensors(codec, tmp))
+        write_atomic(self.codec_path, lambda tmp: save_codec_safetensors(codec, tmp))
         self._record(MODEL_FILES["codec-config"], config)
         self._record(MODEL_FILES["codec-checkpoint"], raw)
 
     def _make_tokenizer(self) -> None:
         remote = MODEL_FILES["tokenizer"]
-        if self.offline:
-            raise _Unavailable(f"{remote.url} (offline: HF_HUB_OFFLINE is set)")
+        self._check_network(remote, remote.url)
         try:
             data = self.url_fetch(remote.url)
         except OSError as err:  # URLError, HTTPError, timeouts are all OSError
@@ -245,15 +279,15 @@ class ModelDownloader:
         digest = hashlib.sha256(data).hexdigest()
         if remote.sha256 and digest != remote.sha256:
             raise _Unavailable(f"{remote.url} (SHA-256 {digest} does not match the pinned {remote.sha256})")
-        _write_atomic(self.tokenizer_path, lambda tmp: Path(tmp).write_bytes(data))
+        write_atomic(self.tokenizer_path, lambda tmp: Path(tmp).write_bytes(data))
         self._record(remote, self.tokenizer_path)
 
     def _obtain(self, remote: RemoteFile) -> Path:
         """The raw file: already in downloads/ (placed by hand or an earlier run) or downloaded now."""
         raw = self.raw_path(remote)
         if not raw.is_file():
-            if self.offline:
-                raise _Unavailable(f"{remote.url} (offline: HF_HUB_OFFLINE is set)")
+            self._check_network(remote, hub_endpoint())
+            _route_hub_logs_through_ours()
             _LOGGER.info("downloading %s from %s (revision %s)", remote.path, remote.repo, remote.revision)
             try:
                 got = self.hub_download(
@@ -272,6 +306,24 @@ class ModelDownloader:
         _LOGGER.info("%s: SHA-256 %s", remote.path, digest)
         return raw
 
+    def _check_network(self, remote: RemoteFile, url: str) -> None:
+        """Raise _Unavailable without trying when offline, or when ``url``'s server was found
+        unreachable; the first file from each server checks it (once, no retries)."""
+        if self.offline:
+            raise _Unavailable(f"{remote.url} (not tried: HF_HUB_OFFLINE is set)")
+        parts = urllib.parse.urlsplit(url)
+        server = f"{parts.scheme}://{parts.netloc}"
+        if server not in self._probed:
+            self._probed.add(server)
+            try:
+                self.probe(server + "/")
+            except OSError as err:
+                reason = getattr(err, "reason", None) or err
+                self.unreachable[server] = str(reason)
+                _LOGGER.debug("cannot reach %s (%s): not downloading from there", server, reason)
+        if server in self.unreachable:
+            raise _Unavailable(f"{remote.url} (not tried: {server} cannot be reached)")
+
     def _record(self, remote: RemoteFile, path: Path) -> None:
         """Remember the source and SHA-256 of what a converted file was made from."""
         sources_path = self.models / SOURCES_FILE
@@ -280,15 +332,19 @@ class ModelDownloader:
         except (OSError, ValueError):
             sources = {}
         sources[remote.key] = {**asdict(remote), "sha256": sha256_of(path)}
-        _write_atomic(sources_path, lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2) + "\n"))
+        write_atomic(sources_path, lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2) + "\n"))
 
     def _missing_message(self, problems: list[str]) -> str:
-        lines = [
-            "Model files are missing and could not be fetched:",
-            *(f"  - {p}" for p in problems),
-            "Either allow network access (unset HF_HUB_OFFLINE) and run `wyoming-lina download`,",
-            f"or place the original files by hand and start again (they are converted once):",
-        ]
+        lines = ["Model files are missing and could not be fetched:", *(f"  - {p}" for p in problems)]
+        if self.offline:
+            lines.append("HF_HUB_OFFLINE is set: unset it where the network can be reached and run `wyoming-lina download`,")
+        elif self.unreachable:
+            servers = "; ".join(f"{server}: {reason}" for server, reason in self.unreachable.items())
+            lines.append(f"No network ({servers}): connect this machine (behind a proxy: set HTTPS_PROXY)")
+            lines.append("and run `wyoming-lina download`,")
+        else:
+            lines.append("Run `wyoming-lina download` again once the problem above is solved,")
+        lines.append("or place the original files by hand and start again (they are converted once):")
         for remote in MODEL_FILES.values():
             target = self.tokenizer_path if remote.key == "tokenizer" else self.raw_path(remote)
             lines.append(f"  {target}  <-  {remote.url}")
@@ -300,15 +356,6 @@ class ModelDownloader:
 
 class _Unavailable(Exception):
     """One file that cannot be fetched now (collected into ModelFilesMissingError)."""
-
-
-def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def resolve_model_files(

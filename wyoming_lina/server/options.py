@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,13 @@ import yaml
 
 from .. import __version__
 from ..defaults import MAX_BATCH, MAX_QUEUE
+from ..data_dir import DATA_DIR_ENV, default_data_dir
 
 DEFAULT_CONFIG = Path("config/lina.yaml")
 DEFAULT_URI = "tcp://0.0.0.0:10200"
 DEFAULT_ZEROCONF_NAME = "lina"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VOICE_CONFIG_KEYS = ("data_dir", "voices_file")
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(base) / "wyoming-lina"
 
 
 def _path(value: str) -> Path:
@@ -71,7 +66,9 @@ def _positive_float(value: str) -> float:
 # --- option groups shared by subcommands ----------------------------------------------------
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)")
-    parser.add_argument("--data-dir", type=_path, default=default_data_dir(), help="models and voices live here")
+    parser.add_argument(
+        "--data-dir", type=_path, default=default_data_dir(), help=f"models and voices live here (default: %(default)s; ${DATA_DIR_ENV} sets it)"
+    )
     parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
     parser.add_argument("--log-format", default=LOG_FORMAT, help="Python logging format")
 
@@ -176,7 +173,14 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
     from ..voices.cli import add_voice_parser
 
     voice = add_voice_parser(commands)
-    voice.add_argument("--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)")
+    config_help = f"YAML file with option values (default: {DEFAULT_CONFIG} if present)"
+    voice.add_argument("--config", type=_path, help=config_help)
+    # ... before or after the sub-command (`voice --config X list` = `voice list --config X`),
+    # as the model-file options are (SUPPRESS: a sub-command never resets what was given before it)
+    for action in voice._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.add_argument("--config", type=_path, default=argparse.SUPPRESS, help=config_help)
     voice.set_defaults(data_dir=default_data_dir(), debug=False, log_format=LOG_FORMAT)
     return parser
 

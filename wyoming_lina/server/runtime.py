@@ -20,6 +20,7 @@ from ..engine.synthesizer import Synthesizer
 from ..errors import CheckpointError
 from ..model import LinaModel, load_lina
 from ..text import LinaTokenizer
+from ..triton_support import check_triton
 from .download import ModelFiles
 from .options import RuntimeConfigError
 
@@ -82,6 +83,9 @@ def load_runtime(files: ModelFiles, device: str, dtype: str, **engine_settings) 
     """Load everything on ``device`` (strict checkpoint loading) and create the (stopped) engine
     (``engine_settings``: ``EngineSettings`` fields such as max_batch and max_queue)."""
     started = time.monotonic()
+    # On CUDA, prove once that Triton compiles and launches a kernel here; if it cannot, every
+    # Triton user (kernels, fla-core, torch.compile) takes the plain PyTorch path instead.
+    triton_ok = device.startswith("cuda") and check_triton(device).usable
     weights_dtype = None if dtype == "float32" else getattr(torch, dtype)
     model = load_lina(files.lina, device=device, dtype=weights_dtype, trusted=files.lina_trusted)
     codec = load_codec(files.codec_config, files.codec_checkpoint, device=device, dtype=weights_dtype)
@@ -91,7 +95,8 @@ def load_runtime(files: ModelFiles, device: str, dtype: str, **engine_settings) 
             f"{codec.config.codebook_size}: these files do not belong together"
         )
     tokenizer = LinaTokenizer(files.tokenizer)
-    engine = Engine.create(model, StreamingDecoder(codec, streaming_config_for(device)), **engine_settings)
+    decoder = StreamingDecoder(codec, streaming_config_for(device))
+    engine = Engine.create(model, decoder, compile=triton_ok, **engine_settings)
     _LOGGER.info("loaded the model and codec on %s (%s) in %.1f s", device, dtype, time.monotonic() - started)
     return Runtime(model, codec, tokenizer, engine, device, dtype)
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import wave
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..engine.synthesizer import Synthesizer
+from ..errors import LinaError
 
 
 async def synthesize_all(synthesizer: Synthesizer, text: str, voice: str | None = None) -> np.ndarray:
@@ -28,14 +31,37 @@ def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+class SpeakError(LinaError):
+    """``speak`` was asked for something it cannot do (empty text, an output it cannot write)."""
+
+    code = "speak-error"
+
+
+def check_request(text: str, output: str) -> None:
+    """Refuse what would fail only after the model has loaded: nothing to say, or an output
+    file that cannot be written (its folder missing or read-only, or a folder in its place)."""
+    if not text.strip():
+        raise SpeakError("nothing to say: the text is empty")
+    if output == "-":
+        return
+    path = Path(output)
+    folder = path.parent
+    if path.is_dir():
+        raise SpeakError(f"cannot write {output}: it is a folder")
+    if not folder.is_dir():
+        raise SpeakError(f"cannot write {output}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise SpeakError(f"cannot write {output}: permission denied")
+
+
 def write_wav(output: str, samples: np.ndarray, sample_rate: int) -> None:
-    """``output`` is a path, or ``-`` for stdout (binary)."""
+    """``output`` is a path (written atomically), or ``-`` for stdout (binary)."""
     data = wav_bytes(samples, sample_rate)
     if output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    path = Path(output)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        atomic_write_bytes(output, data)
+    except OSError as err:
+        raise SpeakError(f"cannot write {output}: {err.strerror or err}") from None

@@ -1,11 +1,13 @@
 """``wyoming-lina voice ...``: add, list, show, remove and tune voices.
 
 The server wires this in with ``add_voice_parser(subparsers)`` and ``run(args)``; it also
-runs alone: ``python -m wyoming_lina.voices.cli add alice --audio alice.wav --text "..."
---data-dir /data``. The model-file options (``--data-dir``, ``--lina-checkpoint``,
-``--codec-config``, ``--codec-checkpoint``, ``--tokenizer``, ``--device``, ``--dtype``,
-``--voices-file``) are accepted before or after the sub-command and never override values
-the server's own parser already put in ``args`` (their default is "not given").
+runs alone: ``python -m wyoming_lina.voices.cli add alice --audio alice.wav --text "..."``.
+Both use the same data dir (``--data-dir``, else ``$WYOMING_LINA_DATA_DIR``, else
+``~/.local/share/wyoming-lina``) and take the model files from its ``models/`` when none are
+given. The model-file options (``--data-dir``, ``--lina-checkpoint``, ``--codec-config``,
+``--codec-checkpoint``, ``--tokenizer``, ``--device``, ``--dtype``, ``--voices-file``) are
+accepted before or after the sub-command and never override values the server's own parser
+already put in ``args`` (their default is "not given").
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
+from ..data_dir import default_data_dir, ensure_writable, model_paths
 from ..errors import LinaError, VoiceError
 
 _LOGGER = logging.getLogger(__name__)
@@ -54,13 +58,19 @@ def add_voice_parser(subparsers) -> argparse.ArgumentParser:
         help="manage voices: add, list, show, remove, tune",
         description="Manage the voices in the data dir (see docs/voices.md).",
     )
+    parser.set_defaults(voice_prog="wyoming-lina voice")
     return build_voice_parser(parser)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model files")
     for option, help_text in _MODEL_OPTIONS:
-        group.add_argument(option, default=argparse.SUPPRESS, help=help_text)
+        kind = str if option in ("--device", "--dtype") else _path
+        group.add_argument(option, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
 
 
 def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -116,7 +126,10 @@ def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``voice`` command; returns the process exit code."""
     commands = {"add": _add, "list": _list, "show": _show, "remove": _remove, "tune": _tune}
+    _model_files_from_data_dir(args)
     try:
+        if args.voice_command in ("add", "remove", "tune"):  # they write: fail at once, in one line
+            ensure_writable(_data_dir(args))
         return commands[args.voice_command](args)
     except LinaError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -128,10 +141,16 @@ def _option(args, name: str):
 
 
 def _data_dir(args) -> Path:
-    data_dir = _option(args, "data_dir")
-    if not data_dir:
-        raise VoiceError("--data-dir is required: the folder that holds voices/")
-    return Path(data_dir)
+    return Path(_option(args, "data_dir") or default_data_dir()).expanduser()
+
+
+def _model_files_from_data_dir(args) -> None:
+    """Model files not given default to the converted ones in the data dir, as for the server.
+    Remembers which were given (the tuning resume hint repeats only those)."""
+    args.given_model_files = [o for o in ("lina_checkpoint", "codec_checkpoint", "tokenizer") if _option(args, o)]
+    for option, path in model_paths(_data_dir(args)).items():
+        if not _option(args, option) and path.is_file():
+            setattr(args, option, path)
 
 
 def _device(args) -> str:
@@ -278,7 +297,12 @@ def _tune(args) -> int:
         if not _option(args, a)
     ]
     if missing:
-        raise VoiceError(f"voice tune needs the model files: {', '.join(missing)}")
+        models = model_paths(_data_dir(args))["lina_checkpoint"].parent
+        raise VoiceError(
+            f"voice tune needs the model files and found none in {models} for {', '.join(missing)}: "
+            "run `wyoming-lina download` first (the server also fetches them on its first start), "
+            "or give those options"
+        )
     dtype_name = _option(args, "dtype") or "float32"
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype_name not in dtypes:
@@ -286,6 +310,10 @@ def _tune(args) -> int:
     dtype = dtypes[dtype_name]
     if dtype != torch.float32 and _device(args) == "cpu":
         raise VoiceError("--dtype bfloat16 is for CUDA; on CPU tuning runs in float32")
+    if _device(args).startswith("cuda"):
+        from ..triton_support import check_triton
+
+        check_triton(_device(args))  # fla-core's Triton kernels, or the plain recurrence with a warning
     model, codec, tokenizer = _load_model(args, dtype), _load_codec(args), _load_tokenizer(args)
     settings = {
         dest: getattr(args, f"tune_{dest}")
@@ -325,10 +353,30 @@ def _tune(args) -> int:
         line += f"; held-out loss {first:.3f} -> best {result.best_val_loss:.3f}" if first is not None else ""
     print(line)
     if outcome.info is None:
-        print(f"interrupted: continue with 'voice tune {args.name} --data {args.data} --resume'")
+        print(f"interrupted: continue with: {resume_command(args)}")
         return 130
     print(f"voice {outcome.info.name!r} is ready ({outcome.info.kind}); checkpoint kept in {outcome.checkpoint.parent}")
     return 0
+
+
+def resume_command(args) -> str:
+    """The command that continues this tuning: the same voice, data, settings and files (a
+    checkpoint refuses to resume with other settings), with ``--resume``."""
+    given_files = _option(args, "given_model_files") or []
+    words = [*(_option(args, "voice_prog") or "wyoming-lina voice").split(), "tune", args.name, "--data", str(args.data)]
+    for option, dest, _, _ in _TUNE_SETTINGS:
+        value = getattr(args, f"tune_{dest}", None)
+        if value is not None:
+            words += [option, str(value)]
+    for language in _option(args, "language") or ():
+        words += ["--language", language]
+    if _option(args, "description") is not None:
+        words += ["--description", args.description]
+    words += ["--data-dir", str(_data_dir(args))]
+    for option in ("voices_file", *given_files, "codec_config", "device", "dtype"):
+        if _option(args, option) and (option != "codec_config" or "codec_checkpoint" in given_files):
+            words += ["--" + option.replace("_", "-"), str(_option(args, option))]
+    return shlex.join([*words, "--resume"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--debug", action="store_true", help="log debug messages")
     build_voice_parser(parser)
+    parser.set_defaults(voice_prog="python -m wyoming_lina.voices.cli")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s: %(message)s")
     return run(args)

@@ -11,21 +11,21 @@ Layout of ``<data_dir>/voices/<name>/``::
     tuning/                    initial-state tuning work files (checkpoint, encoded training clips)
 
 Everything is written to a temporary name and renamed into place, so a reader (the server
-rescanning while the CLI writes) sees either the old file or the new one, never half of one.
+rescanning while the CLI writes) sees either the old file or the new one, never half of one;
+files get the umask's mode (0644 by default), readable by the group that shares the data dir.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import weakref
 from pathlib import Path
 
 import torch
 import yaml
 
+from ..atomic import atomic_write_bytes
 from ..errors import VoiceError
 
 VOICES_DIR = "voices"
@@ -66,17 +66,6 @@ def codec_fingerprint(codec) -> str:
         known = digest.hexdigest()[:32]
         _FINGERPRINTS[codec] = known
     return known
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
