@@ -119,7 +119,13 @@ def _voice(args) -> int:
     ):
         if getattr(args, option, None) is None and path.is_file():
             setattr(args, option, path)
-    return int(run(args) or 0)
+    return int(run(args, make_transcriber=_make_transcriber) or 0)
+
+
+def _make_transcriber(uri: str):
+    from .server.asr import WyomingTranscriber
+
+    return WyomingTranscriber(uri).transcribe_sync
 
 
 # --- shared wiring ---------------------------------------------------------------------------
