@@ -39,9 +39,8 @@ def _info() -> Info:
 
 
 class SphinxHandler(AsyncEventHandler):
-    def __init__(self, *args, decoder: Decoder, lock: asyncio.Lock, **kwargs):
+    def __init__(self, *args, lock: asyncio.Lock, **kwargs):
         super().__init__(*args, **kwargs)
-        self.decoder = decoder
         self.lock = lock
         self.rate = RATE
         self.audio = bytearray()
@@ -71,11 +70,15 @@ class SphinxHandler(AsyncEventHandler):
             return False
         return True
 
-    def _decode(self, pcm: bytes) -> str:
-        self.decoder.start_utt()
-        self.decoder.process_raw(pcm, full_utt=True)
-        self.decoder.end_utt()
-        hyp = self.decoder.hyp()
+    @staticmethod
+    def _decode(pcm: bytes) -> str:
+        # a new decoder per clip: one that is reused adapts to the clips before, so the same
+        # clip would not always give the same words
+        decoder = Decoder(samprate=RATE, loglevel="FATAL")
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
         return hyp.hypstr if hyp is not None else ""
 
 
@@ -84,9 +87,9 @@ async def main() -> None:
     parser.add_argument("--uri", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    decoder = Decoder(samprate=RATE, loglevel="FATAL")
+    Decoder(samprate=RATE, loglevel="FATAL")  # the model loads (and fails) before "ready"
     server = AsyncServer.from_uri(args.uri)
-    await server.start(partial(SphinxHandler, decoder=decoder, lock=asyncio.Lock()))
+    await server.start(partial(SphinxHandler, lock=asyncio.Lock()))
     _LOGGER.info("ready")
     await asyncio.Event().wait()  # until killed
 
