@@ -85,6 +85,24 @@ async def test_health_status_and_metrics(studio):
         assert "lina_batch_rows" in text and "lina_queue_depth" in text and "lina_http_responses_total" in text
 
 
+async def test_the_page_and_its_files(studio):
+    async with studio.session(token=None) as http:  # the page loads without the token (it asks for it)
+        async with http.get("") as r:
+            page = await r.text()
+            assert r.status == 200 and "Content-Security-Policy" in r.headers
+        assert "<base" not in page and 'src="static/studio.js"' in page  # relative: works under any prefix
+        async with http.get("", headers={"X-Ingress-Path": "/api/hassio_ingress/Tok3n"}) as r:
+            assert '<base href="/api/hassio_ingress/Tok3n/">' in await r.text()
+        async with http.get("", headers={"X-Ingress-Path": '/x"><script>alert(1)</script>'}) as r:
+            assert "<base" not in await r.text()
+        for name in ("studio.js", "studio.css", "recorder-worklet.js"):
+            async with http.get(f"static/{name}") as r:
+                assert r.status == 200
+        for name in ("..%2F..%2Fapp.py", "..%2F__init__.py", "index.html.bak"):
+            async with http.get(f"static/{name}") as r:
+                assert r.status == 404
+
+
 async def test_list_shows_the_voices_and_the_default(studio):
     listed = await voices(studio)
     assert {"default", "fixture"} <= set(listed)
