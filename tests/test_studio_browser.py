@@ -109,6 +109,7 @@ def test_the_page_makes_hears_and_removes_voices(studio, browser, tmp_path):
     assert problems == [], problems
 
     if os.environ.get("STUDIO_SCREENSHOT"):
-        page.evaluate("() => { document.getElementById('notice').hidden = true; window.scrollTo(0, 0); }")
+        page.reload()
+        page.wait_for_selector('#voices li[data-voice="recorded"]')
         page.screenshot(path=os.environ["STUDIO_SCREENSHOT"], full_page=True)
     context.close()
