@@ -230,6 +230,7 @@ def _studio(args, device: str, store, synthesizer, metrics):
         jobs=TuningJobs(data_dir / "studio" / "jobs", command, store),
         metrics=metrics,
         token=args.http_token,
+        max_speaking=args.max_connections,  # the HTTP door is held to the Wyoming door's limit
     )
     return StudioServer(ctx, studio_host(args.uri), args.http_port)
 

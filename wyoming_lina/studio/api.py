@@ -38,7 +38,9 @@ class StudioContext:
     jobs: object  # TuningJobs
     metrics: object  # ServerMetrics
     token: str | None = None
+    max_speaking: int = 16  # /api/speak requests at once (more: 503 overloaded); the engine queues the rest
     ready: bool = False  # the model is warm
+    speaking: int = 0
 
     @property
     def uploads_dir(self) -> Path:
@@ -193,6 +195,16 @@ async def speak(request: web.Request) -> web.Response:
         raise ApiError(400, "bad-request", "'voice' must be a voice name.")
     if not ctx.ready:
         raise ApiError(503, "starting", "The server is still starting up. Try again in a minute.")
+    if ctx.speaking >= ctx.max_speaking:
+        raise ApiError(503, "overloaded", f"The studio is already speaking {ctx.speaking} texts. Try again shortly.")
+    ctx.speaking += 1
+    try:
+        return await _speak(ctx, text, voice)
+    finally:
+        ctx.speaking -= 1
+
+
+async def _speak(ctx: StudioContext, text: str, voice: str | None) -> web.Response:
     synth = ctx.synthesizer
     started = time.monotonic()
     first_audio, chunks, error = None, [], None
