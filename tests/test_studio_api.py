@@ -223,6 +223,19 @@ async def test_refusals_change_nothing(studio, clip, tmp_path):
     assert not (studio.tmp / "evil").exists() and not (studio.data / "evil").exists()
 
 
+async def test_client_file_names_are_never_paths(studio, clip):
+    data = aiohttp.FormData()
+    data.add_field("name", "henry")
+    data.add_field("text", CLIP_TEXT)
+    data.add_field("audio", clip.read_bytes(), filename="../../../../escape.wav", content_type="audio/wav")
+    async with studio.session() as http:
+        async with http.post("api/voices", data=data) as r:
+            assert r.status == 201, await r.text()
+        async with http.delete("api/voices/henry") as r:
+            assert r.status == 204
+    assert not list(studio.tmp.parent.rglob("escape.wav"))
+
+
 # --- tuned voices ------------------------------------------------------------------------
 async def events_of(studio: StudioServer, job: str, until=None) -> list[dict]:
     """The job's server-sent events until it ends (or ``until(event)`` is true)."""

@@ -11,6 +11,7 @@ served by name; under Home Assistant ingress the page gets a ``<base>`` from
 from __future__ import annotations
 
 import logging
+import shutil
 from importlib import resources
 from urllib.parse import urlparse
 
@@ -147,6 +148,7 @@ class StudioServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
+        shutil.rmtree(self.ctx.uploads_dir, ignore_errors=True)  # left by a server that was killed mid-upload
         self._runner = web.AppRunner(build_app(self.ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         try:
