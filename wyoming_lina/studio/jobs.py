@@ -79,6 +79,7 @@ class TuningJobs:
                 job.update(state="cancelled", message="cancelled")
                 atomic_write_text(path, json.dumps(job))
             if job.get("state") == "running":
+                _stop_orphan(job, path.parent)
                 job.update(state="queued", message="continuing after a restart")
                 _LOGGER.info("tuning job %s (voice %s) continues after the restart", job["id"], job["voice"])
             job["version"] = 0
@@ -192,6 +193,8 @@ class TuningJobs:
                 *command, stdout=log, stderr=log, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
             )
         proc = self._proc
+        job["pid"] = proc.pid
+        self._save(job)
         cancel_sent = None
         while proc.returncode is None:
             try:
@@ -277,6 +280,25 @@ class TuningJobs:
 
 class JobsBusy(Exception):
     pass
+
+
+def _stop_orphan(job: dict, folder: Path) -> None:
+    """A child left running by a server that was killed (SIGKILL does not reach it): stop it
+    before the job starts again, so two children never write one voice. Only a process whose
+    command line names this job's progress file is touched."""
+    pid = job.get("pid")
+    if not isinstance(pid, int):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return  # gone (or no /proc): nothing to stop
+    if str(folder / PROGRESS_FILE).encode() in cmdline:
+        _LOGGER.warning("stopping the tuning process %d left from before the restart", pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _last_line(path: Path) -> str | None:
