@@ -66,6 +66,15 @@ def test_config_shared_options_reach_speak_and_voice(tmp_path):
     assert not hasattr(voice, "uri") and getattr(voice, "device", None) is None
 
 
+def test_config_asr_uri_reaches_the_voice_commands(tmp_path):
+    config = write_config(tmp_path / "c.yaml", "asr-uri: tcp://whisper:10300\nhttp-port: 8080\n")
+    assert parse_args(["serve", "--config", str(config)]).http_port == 8080
+    add = parse_args(["voice", "--config", str(config), "add", "alice", "--audio", "a.wav"])
+    assert add.asr_uri == "tcp://whisper:10300" and not hasattr(add, "http_port")
+    tune = parse_args(["voice", "--config", str(config), "tune", "bob", "--recording", "r.wav", "--asr-uri", "tcp://x:1"])
+    assert tune.asr_uri == "tcp://x:1" and tune.recording == ["r.wav"]
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -103,6 +112,10 @@ def test_missing_explicit_config_is_an_error(tmp_path, capsys):
         (["serve", "--zeroconf", "--zeroconf-host", "169.254.0.9"], "link-local"),
         (["serve", "--sentence-silence", "-1"], "zero or more"),
         (["serve", "--max-sentence-seconds", "0"], "more than zero"),
+        (["serve", "--http-port", "8080", "--uri", "unix:///tmp/s"], "--http-port needs a tcp://"),
+        (["serve", "--http-port", "70000"], "port number"),
+        (["serve", "--asr-uri", "http://whisper:10300"], "must be tcp://HOST:PORT"),
+        (["serve", "--asr-uri", "tcp://whisper"], "must be tcp://HOST:PORT"),
     ],
 )
 def test_invalid_combinations(argv, message, capsys):

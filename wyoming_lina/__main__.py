@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from functools import partial
+from pathlib import Path
 
 from .errors import LinaError, NoAudioError
 from .server.app import ListenError
@@ -47,15 +48,29 @@ def _serve(args) -> int:
     from .server.handler import ConnectionCounter, HandlerSettings, LinaEventHandler, RequestTracker
     from .server.healthcheck import publish_uri
     from .server.info import InfoBuilder
+    from .server.metrics import ServerMetrics, engine_reader
     from .server.runtime import warm_up
 
     advertiser = _advertiser(args)  # decided before the slow part: a bad address fails at once
     runtime, store, synthesizer = _build(args)
     runtime.engine.start()
+    metrics = ServerMetrics(engine_reader(runtime.engine))
+    studio = _studio(args, runtime.device, store, synthesizer, metrics) if args.http_port else None
 
     async def run() -> None:
+        if studio is not None:
+            await studio.start()  # /healthz answers 503 while the model warms up
+        try:
+            await warm_and_serve()
+        finally:
+            if studio is not None:
+                await studio.stop(args.shutdown_timeout)
+
+    async def warm_and_serve() -> None:
         await warm_up(synthesizer)
         gc.freeze()  # the loaded model's objects are permanent: keep them out of every GC pass
+        if studio is not None:
+            studio.ctx.ready = True
         tracker = RequestTracker()
         factory = partial(
             LinaEventHandler,
@@ -64,6 +79,7 @@ def _serve(args) -> int:
             settings=HandlerSettings(samples_per_chunk=args.samples_per_chunk, max_connections=args.max_connections),
             tracker=tracker,
             connections=ConnectionCounter(),
+            metrics=metrics,
         )
 
         async def started() -> None:
@@ -119,7 +135,13 @@ def _speak(args) -> int:
 def _voice(args) -> int:
     from .voices.cli import run  # model files default to the data dir's, as for the server
 
-    return int(run(args) or 0)
+    return int(run(args, make_transcriber=_make_transcriber) or 0)
+
+
+def _make_transcriber(uri: str):
+    from .server.asr import WyomingTranscriber
+
+    return WyomingTranscriber(uri).transcribe_sync
 
 
 # --- shared wiring ---------------------------------------------------------------------------
@@ -133,6 +155,7 @@ def _build(args):
     from .server.runtime import LICENCE_NOTICE, choose_device, choose_dtype, load_runtime, max_frames_for
     from .data_dir import ensure_writable
     from .voices.default import DEFAULT_VOICE, ensure_default_voice
+    from .voices.preferences import DefaultingVoices, VoicePreferences
     from .voices.store import VoiceStore
 
     probe = VoiceStore(args.data_dir, config_path=args.voices_file)
@@ -168,22 +191,51 @@ def _build(args):
         config_path=args.voices_file,
         tokenizer=runtime.tokenizer,
     )
-    # The built-in voice is made once (a few seconds of generation) unless another default is chosen.
-    default_voice = args.voice or ensure_default_voice(store, runtime.model, runtime.codec, runtime.tokenizer).name
+    # The built-in voice is made once (a few seconds of generation) unless --voice chooses another.
+    # Requests without a voice: --voice > the studio's choice (settings.yaml) > the built-in voice.
+    builtin = args.voice or ensure_default_voice(store, runtime.model, runtime.codec, runtime.tokenizer).name
+    voices = DefaultingVoices(store, VoicePreferences(args.data_dir), fixed=args.voice, fallback=builtin)
     settings = SynthesisSettings(
         sampling=SamplingOptions(seed=args.seed),
-        default_voice=default_voice,
+        default_voice=None,  # DefaultingVoices decides
         sentence_silence=args.sentence_silence,
         max_text_chars=args.max_text_chars,
         max_frames=max_frames_for(args.max_sentence_seconds),
         deadline=args.deadline,
     )
-    synthesizer = Synthesizer(runtime.engine, runtime.tokenizer, store, settings)
+    synthesizer = Synthesizer(runtime.engine, runtime.tokenizer, voices, settings)
     for info in store.warm():  # load every voice now (prompt clips encoded once), log the broken ones
         _LOGGER.info("voice %s (%s, %s)%s", info.name, info.kind, "/".join(info.languages), "" if info.installed else " BROKEN")
     voice = synthesizer.resolve_voice(None)  # a broken default voice fails here, at start-up
     _LOGGER.info("default voice: %s", voice.name)
     return runtime, store, synthesizer
+
+
+def _studio(args, device: str, store, synthesizer, metrics):
+    """The voice studio (--http-port): page, JSON API, tuning jobs in `voice tune` child processes."""
+    from .server.asr import WyomingTranscriber
+    from .studio.api import StudioContext
+    from .studio.app import StudioServer, studio_host
+    from .studio.jobs import TuningCommand, TuningJobs
+
+    model_args = ["--device", device]
+    for option in ("lina_checkpoint", "codec_checkpoint", "codec_config", "tokenizer", "voices_file"):
+        if getattr(args, option, None) is not None:
+            model_args += [f"--{option.replace('_', '-')}", str(Path(getattr(args, option)).resolve())]
+    data_dir = Path(args.data_dir).resolve()
+    command = TuningCommand(data_dir, model_args, args.asr_uri)
+    ctx = StudioContext(
+        data_dir=data_dir,
+        store=store,
+        voices=synthesizer.voices,
+        synthesizer=synthesizer,
+        transcriber=WyomingTranscriber(args.asr_uri) if args.asr_uri else None,
+        jobs=TuningJobs(data_dir / "studio" / "jobs", command, store),
+        metrics=metrics,
+        token=args.http_token,
+        max_speaking=args.max_connections,  # the HTTP door is held to the Wyoming door's limit
+    )
+    return StudioServer(ctx, studio_host(args.uri), args.http_port)
 
 
 def _advertiser(args):

@@ -39,6 +39,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from ..engine.synthesizer import SynthesisStream, Synthesizer
 from ..errors import LinaError, OverloadedError, SynthesisError
 from .info import InfoBuilder
+from .metrics import ServerMetrics
 
 _LOGGER = logging.getLogger(__name__)
 WIDTH = 2  # bytes per sample (16-bit PCM)
@@ -189,8 +190,10 @@ class LinaEventHandler(AsyncEventHandler):
         settings: HandlerSettings = HandlerSettings(),
         tracker: RequestTracker | None = None,
         connections: ConnectionCounter | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         super().__init__(reader, writer)
+        self.metrics = metrics
         self.info = info
         self.synth = synthesizer
         self.settings = settings
@@ -407,6 +410,15 @@ class LinaEventHandler(AsyncEventHandler):
 
     def _log(self, request: _Request) -> None:
         elapsed = time.monotonic() - request.started
+        if self.metrics is not None:
+            first = request.first_audio - request.started if request.first_audio is not None else None
+            self.metrics.request_finished(
+                "wyoming",
+                error=request.error.code if request.error else None,
+                first_audio=first,
+                audio_seconds=request.samples / self.synth.sample_rate,
+                elapsed=elapsed,
+            )
         kind = "stream" if request.streaming else "synthesize"
         if request.error is not None:
             _LOGGER.warning(

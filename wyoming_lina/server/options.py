@@ -24,7 +24,7 @@ DEFAULT_CONFIG = Path("config/lina.yaml")
 DEFAULT_URI = "tcp://0.0.0.0:10200"
 DEFAULT_ZEROCONF_NAME = "lina"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-VOICE_CONFIG_KEYS = ("data_dir", "voices_file")
+VOICE_CONFIG_KEYS = ("data_dir", "voices_file", "asr_uri")
 
 
 def _path(value: str) -> Path:
@@ -53,6 +53,13 @@ def _non_negative_float(value: str) -> float:
     number = float(value)
     if not number >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {number}")
     return number
 
 
@@ -152,6 +159,15 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=5.0,
         help="on SIGTERM, seconds to let requests in progress finish before cancelling them",
+    )
+
+    studio = serve.add_argument_group("voice studio (web page and JSON API)")
+    studio.add_argument(
+        "--http-port", type=_port, help="serve the voice studio on this port (same host as --uri; default: off)"
+    )
+    studio.add_argument("--http-token", help="require 'Authorization: Bearer TOKEN' on the studio's API")
+    studio.add_argument(
+        "--asr-uri", help="your Wyoming speech-to-text server (tcp://HOST:PORT), for transcripts of voice clips"
     )
 
     download = commands.add_parser("download", help="download and convert the model files into the data dir")
@@ -297,6 +313,14 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         device = args.device
         if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
             parser.error(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if getattr(args, "http_port", None) is not None and not args.uri.startswith("tcp://"):
+        parser.error("--http-port needs a tcp:// --uri (the studio listens on the same host)")
+    if getattr(args, "asr_uri", None):
+        from .asr import asr_uri_problem
+
+        problem = asr_uri_problem(args.asr_uri)
+        if problem:
+            parser.error(f"--asr-uri {args.asr_uri}: {problem}")
     if getattr(args, "zeroconf", None) is not None:
         if not args.uri.startswith("tcp://"):
             parser.error("--zeroconf needs a tcp:// --uri")

@@ -18,11 +18,13 @@ import logging
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ..data_dir import default_data_dir, ensure_writable, model_paths
 from ..errors import LinaError, VoiceError
 
 _LOGGER = logging.getLogger(__name__)
+MakeTranscriber = Callable[[str], Callable]
 
 _MODEL_OPTIONS = (
     ("--data-dir", "folder holding voices/ (and the downloaded models)"),
@@ -35,6 +37,7 @@ _MODEL_OPTIONS = (
     ("--dtype", "weights dtype on CUDA for tuning: float32 (default) or bfloat16"),
 )
 
+_ASR_HELP = "Wyoming speech-to-text server (tcp://HOST:PORT) that transcribes clips and recordings"
 _TUNE_SETTINGS = (
     # (option, TuningConfig field, type, help)
     ("--max-steps", "max_steps", int, "optimizer steps in all (default 1000)"),
@@ -83,12 +86,13 @@ def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     add.add_argument("name", help="voice name: letters, digits, '-', '_', '.' (not first); at most 64")
     add.add_argument("--audio", help="clip of the voice: 3 to 15 s of clear speech (wav, flac, ogg, mp3; any rate)")
     text = add.add_mutually_exclusive_group()
-    text.add_argument("--text", help="exactly what is said in the clip")
+    text.add_argument("--text", help="exactly what is said in the clip (default: from the --asr-uri speech-to-text)")
     text.add_argument("--text-file", help="file holding the transcript")
     add.add_argument("--state", help="an upstream speaker-state file (state.safetensors) to use as the voice")
     add.add_argument("--language", action="append", help="language code, e.g. en (repeat for more; default en)")
     add.add_argument("--description", default="", help="shown in Home Assistant")
     add.add_argument("--overwrite", action="store_true", help="replace a voice of the same name")
+    add.add_argument("--asr-uri", default=argparse.SUPPRESS, help=_ASR_HELP)
 
     lst = sub.add_parser("list", help="list the voices (also broken ones, with the reason)")
     lst.add_argument("--json", action="store_true", help="print JSON")
@@ -107,7 +111,17 @@ def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "clip.wav + clip.txt pairs, or an LJSpeech metadata.csv with wavs/. Runs on CUDA when available.",
     )
     tune.add_argument("name")
-    tune.add_argument("--data", required=True, metavar="DIR", help="folder of clips with transcripts")
+    source = tune.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="folder of clips with transcripts")
+    source.add_argument(
+        "--recording",
+        action="append",
+        metavar="FILE",
+        help="a long recording of the speaker (minutes; repeat for more): split at pauses and transcribed "
+        "through --asr-uri",
+    )
+    tune.add_argument("--asr-uri", default=argparse.SUPPRESS, help=_ASR_HELP)
+    tune.add_argument("--progress-file", metavar="FILE", help="keep a JSON summary of the progress in FILE")
     for option, dest, kind, help_text in _TUNE_SETTINGS:
         tune.add_argument(option, dest=f"tune_{dest}", metavar=dest.upper(), type=kind, default=None, help=help_text)
     how = tune.add_mutually_exclusive_group()
@@ -123,13 +137,18 @@ def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 # --- running -------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``voice`` command; returns the process exit code."""
+def run(args: argparse.Namespace, make_transcriber: MakeTranscriber | None = None) -> int:
+    """Run a parsed ``voice`` command; returns the process exit code.
+
+    ``make_transcriber(uri)`` gives ``transcribe(samples, rate, language) -> text`` for the
+    speech-to-text server at ``uri`` (the server package wires in its Wyoming client)."""
     commands = {"add": _add, "list": _list, "show": _show, "remove": _remove, "tune": _tune}
     _model_files_from_data_dir(args)
     try:
         if args.voice_command in ("add", "remove", "tune"):  # they write: fail at once, in one line
             ensure_writable(_data_dir(args))
+        if args.voice_command in ("add", "tune"):
+            return commands[args.voice_command](args, make_transcriber)
         return commands[args.voice_command](args)
     except LinaError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -199,7 +218,31 @@ def _store(args, codec=None, model=None, tokenizer=None):
     )
 
 
-def _add(args) -> int:
+def _transcriber(args, make_transcriber: MakeTranscriber | None, why: str):
+    """``transcribe(samples, rate) -> text`` through --asr-uri (in the voice's language)."""
+    uri = _option(args, "asr_uri")
+    if not uri:
+        raise VoiceError(f"{why}: give --asr-uri tcp://HOST:PORT (your Wyoming speech-to-text server)")
+    if make_transcriber is None:
+        raise VoiceError("speech-to-text needs the wyoming-lina command: wyoming-lina voice ... --asr-uri URI")
+    transcribe = make_transcriber(uri)
+    language = (args.language or [None])[0]
+    return lambda samples, rate: transcribe(samples, rate, language)
+
+
+def _transcribe_clip(path: str, transcribe) -> str:
+    from ..codec.audio import CODEC_RATE
+    from .clips import PROMPT_LIMITS, prepare_clip
+
+    clip = prepare_clip(path, PROMPT_LIMITS)
+    text = transcribe(clip.samples, CODEC_RATE)
+    if not any(ch.isalpha() for ch in text):
+        raise VoiceError(f"speech-to-text heard no words in {Path(path).name}; give the transcript with --text")
+    print(f"transcript (from speech-to-text): {text}", file=sys.stderr)
+    return text
+
+
+def _add(args, make_transcriber: MakeTranscriber | None = None) -> int:
     text = args.text
     if args.text_file:
         try:
@@ -208,6 +251,11 @@ def _add(args) -> int:
             raise VoiceError(f"cannot read the transcript {args.text_file}: {err}") from err
     if args.audio is None and args.state is None:
         raise VoiceError("give a clip (--audio CLIP --text TRANSCRIPT) or a speaker state (--state FILE)")
+    if args.audio is not None and text is None:
+        from .names import validate_name
+
+        validate_name(args.name)  # before asking the speech-to-text server
+        text = _transcribe_clip(args.audio, _transcriber(args, make_transcriber, "the clip needs its transcript (--text)"))
     store = _store(
         args,
         codec=_load_codec(args) if args.audio else None,
@@ -282,9 +330,27 @@ def _remove(args) -> int:
     return 0
 
 
-def _tune(args) -> int:
+def _tune(args, make_transcriber: MakeTranscriber | None = None) -> int:
+    from .progress import ProgressFile
+
+    progress = ProgressFile(
+        Path(args.progress_file) if args.progress_file else None, with_recordings=bool(args.recording)
+    )
+    try:
+        return _run_tuning(args, make_transcriber, progress)
+    except KeyboardInterrupt:
+        progress.finish("interrupted", "interrupted before tuning began", resumable=False)
+        print(f"interrupted: run the same command again to continue ({args.name!r} keeps what was done)", file=sys.stderr)
+        return 130
+    except Exception as err:
+        progress.finish("failed", "tuning failed", error=str(err))
+        raise
+
+
+def _run_tuning(args, make_transcriber, progress) -> int:
     import torch
 
+    from .recordings import checkpoint_file, discard_tuning, pieces_folder, prepare_pieces
     from .tuning import tune_voice
 
     missing = [
@@ -314,6 +380,9 @@ def _tune(args) -> int:
         from ..triton_support import check_triton
 
         check_triton(_device(args))  # fla-core's Triton kernels, or the plain recurrence with a warning
+    transcribe = None
+    if args.recording:
+        transcribe = _transcriber(args, make_transcriber, "--recording needs speech-to-text for its transcripts")
     model, codec, tokenizer = _load_model(args, dtype), _load_codec(args), _load_tokenizer(args)
     settings = {
         dest: getattr(args, f"tune_{dest}")
@@ -321,21 +390,36 @@ def _tune(args) -> int:
         if getattr(args, f"tune_{dest}") is not None
     }
     store = _store(args, codec=codec, model=model, tokenizer=tokenizer)
-    print(f"tuning voice {args.name!r} on {args.data} ({model.device}, {dtype_name})", file=sys.stderr)
-    outcome = tune_voice(
-        store,
-        args.name,
-        args.data,
-        model=model,
-        codec=codec,
-        tokenizer=tokenizer,
-        settings=settings,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        languages=tuple(args.language) if args.language else None,
-        description=args.description,
-        progress=not args.no_progress,
-    )
+    data = args.data
+    created = args.name not in store
+    try:
+        if args.recording:
+            data = pieces_folder(store, args.name)
+            report = prepare_pieces([Path(r) for r in args.recording], data, transcribe, on_progress=progress.phase)
+            print(f"recordings: {report.summary()}", file=sys.stderr)
+        source = ", ".join(args.recording) if args.recording else args.data
+        print(f"tuning voice {args.name!r} on {source} ({model.device}, {dtype_name})", file=sys.stderr)
+        progress.phase("encoding", 0.0, "preparing the training clips")
+        outcome = tune_voice(
+            store,
+            args.name,
+            data,
+            model=model,
+            codec=codec,
+            tokenizer=tokenizer,
+            settings=settings,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            languages=tuple(args.language) if args.language else None,
+            description=args.description,
+            progress=not args.no_progress,
+            on_step=lambda step, most: progress.step(step, most, checkpoint_file(store, args.name).is_file()),
+        )
+    except Exception:
+        # a voice folder this run made holds nothing to resume from: it goes (no half voice)
+        if created and args.name in store and not checkpoint_file(store, args.name).is_file():
+            discard_tuning(store, args.name, remove_voice=True)
+        raise
     for note in outcome.notes[:10]:
         print(f"note: left out {note}", file=sys.stderr)
     if len(outcome.notes) > 10:
@@ -353,8 +437,10 @@ def _tune(args) -> int:
         line += f"; held-out loss {first:.3f} -> best {result.best_val_loss:.3f}" if first is not None else ""
     print(line)
     if outcome.info is None:
+        progress.finish("interrupted", f"interrupted at step {result.step}", resumable=True)
         print(f"interrupted: continue with: {resume_command(args)}")
         return 130
+    progress.finish("done", f"voice {outcome.info.name!r} is ready")
     print(f"voice {outcome.info.name!r} is ready ({outcome.info.kind}); checkpoint kept in {outcome.checkpoint.parent}")
     return 0
 
@@ -363,7 +449,12 @@ def resume_command(args) -> str:
     """The command that continues this tuning: the same voice, data, settings and files (a
     checkpoint refuses to resume with other settings), with ``--resume``."""
     given_files = _option(args, "given_model_files") or []
-    words = [*(_option(args, "voice_prog") or "wyoming-lina voice").split(), "tune", args.name, "--data", str(args.data)]
+    words = [*(_option(args, "voice_prog") or "wyoming-lina voice").split(), "tune", args.name]
+    if _option(args, "recording"):
+        for recording in args.recording:
+            words += ["--recording", str(recording)]
+    else:
+        words += ["--data", str(args.data)]
     for option, dest, _, _ in _TUNE_SETTINGS:
         value = getattr(args, f"tune_{dest}", None)
         if value is not None:

@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -234,8 +235,10 @@ def tune_state(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TuningResult:
-    """Learn a SpeakerState on ``train``, early-stopping on ``val``; resumable via ``checkpoint_path``."""
+    """Learn a SpeakerState on ``train``, early-stopping on ``val``; resumable via ``checkpoint_path``.
+    ``on_step(step, max_steps)`` is called after every optimizer step (and checkpoint)."""
     from tqdm import tqdm
 
     if not train:
@@ -341,6 +344,8 @@ def tune_state(
                 history.append(record)
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
+            if on_step is not None:
+                on_step(step, config.max_steps)
     except KeyboardInterrupt:
         stop_reason = "interrupted"
     finally:
@@ -421,6 +426,7 @@ def tune_voice(
     languages: tuple[str, ...] | None = None,
     description: str | None = None,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TuneOutcome:
     """Tune voice ``name`` on the clips in ``data_dir`` and store its state.
 
@@ -484,7 +490,9 @@ def tune_voice(
         if not val:
             warnings.append("fewer than 5 clips: no held-out clips, so no early stopping (the last state is kept)")
         _LOGGER.info("tuning %r on %s (%d train, %d held out)", name, report.summary(), len(train), len(val))
-        result = tune_state(model, train, val, config, checkpoint_path=checkpoint, resume=resume, progress=progress)
+        result = tune_state(
+            model, train, val, config, checkpoint_path=checkpoint, resume=resume, progress=progress, on_step=on_step
+        )
         if result.stop_reason == "interrupted":
             return TuneOutcome(None, result, report, notes, warnings, checkpoint)
         best = f", held-out loss {result.best_val_loss:.3f}" if result.best_val_loss is not None else ""
