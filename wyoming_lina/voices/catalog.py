@@ -250,7 +250,9 @@ class VoiceCatalog:
             )
             self.encoder.check_codes(codes, entry.name)
             text = entry.text
-            check_transcript(text, self.tokenizer, f"voice {entry.name!r}: ")
+            model = self.encoder.model
+            text_len = model.config.max_text_len if model is not None else None
+            check_transcript(text, self.tokenizer, text_len, f"voice {entry.name!r}: ")
         initial_state = None
         if entry.has_state:
             model = self.encoder.model

@@ -18,7 +18,9 @@ from pathlib import Path
 import yaml
 
 from ..errors import LinaError, VoiceError
-from .files import atomic_write_text, read_yaml_mapping
+from .files import atomic_write_text
+from .problems import printable
+from .safe_yaml import read_yaml_mapping
 from .names import name_key, validate_name
 from .voice import Voice, VoiceInfo
 
@@ -46,7 +48,7 @@ class VoicePreferences:
             try:
                 data = read_yaml_mapping(self.path)
             except VoiceError as err:
-                _LOGGER.warning("ignoring %s: %s", self.path, err)
+                _LOGGER.warning("ignoring the settings: %s", printable(err))
                 data = {}
             self._cached = (key, data)
             return data
@@ -109,4 +111,4 @@ class DefaultingVoices:
     def _report(self, message: str) -> None:
         if self._reported != message:
             self._reported = message
-            _LOGGER.warning("%s", message)
+            _LOGGER.warning("%s", printable(message))

@@ -17,7 +17,6 @@ import soundfile
 
 from ..errors import VoiceError
 from .files import (
-    KINDS,
     PROMPT_AUDIO,
     PROMPT_CODES,
     PROMPT_TEXT,
@@ -26,14 +25,14 @@ from .files import (
     VOICE_FILE,
     inspect_state_tensors,
     load_tensors,
-    parse_languages,
-    read_yaml_mapping,
 )
+from .metadata import MAX_FILE_VOICES, parse_file_voice, parse_voice_meta, read_text_file
 from .names import name_key, name_problem
+from .safe_yaml import VOICES_FILE_MAX_BYTES, read_yaml_mapping
 
 CONFIG_CACHE_DIR = ".cache"  # prompt-code caches of voices from the YAML file (not a valid voice name)
 FOLDER_FILES = (VOICE_FILE, PROMPT_AUDIO, PROMPT_TEXT, PROMPT_CODES, STATE_FILE)  # a folder's signature
-_FILE_ENTRY_KEYS = {"audio", "text", "text_file", "state", "languages", "language", "description"}
+MAX_STATE_BYTES = 64 << 20  # a speaker state is kilobytes (rank 1) to a few MiB: never load more
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def scan_folder(folder: Path, signature: tuple, ctx: ScanContext) -> VoiceEntry:
     """The record of one voice folder; a broken one has its ``problem`` set."""
     try:
         return _read_folder(folder, signature, ctx)
-    except VoiceError as err:
+    except (VoiceError, OSError, ValueError) as err:  # a file changing under the scan too
         unfinished = not (folder / VOICE_FILE).exists() and (folder / TUNING_DIR).is_dir()
         return VoiceEntry(
             name=folder.name,
@@ -132,60 +131,46 @@ def _read_folder(folder: Path, signature: tuple, ctx: ScanContext) -> VoiceEntry
         if (folder / TUNING_DIR).is_dir():
             raise VoiceError("tuning is not finished")
         raise VoiceError(f"{VOICE_FILE} is missing from {folder}")
-    meta = read_yaml_mapping(yaml_path)
+    meta = parse_voice_meta(read_yaml_mapping(yaml_path), yaml_path, ctx.default_languages)
     audio, codes, state = folder / PROMPT_AUDIO, folder / PROMPT_CODES, folder / STATE_FILE
-    text = meta.get("text")
+    text = meta.text
     if text is None and (folder / PROMPT_TEXT).is_file():
-        try:
-            text = (folder / PROMPT_TEXT).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise VoiceError(f"cannot read {folder / PROMPT_TEXT}: {err}") from err
-    kind = meta.get("kind")
+        text = read_text_file(folder / PROMPT_TEXT)
+    kind = meta.kind
     if kind is None:
         kinds = (["prompt"] if audio.is_file() or codes.is_file() else []) + (["state"] if state.is_file() else [])
         kind = "+".join(kinds)
-    if kind not in KINDS:
-        raise VoiceError(f"{yaml_path}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if not kind:
+            raise VoiceError(f"{yaml_path}: no kind, and neither a clip nor a state in the folder")
     entry = VoiceEntry(
         name=folder.name,
         kind=kind,
-        languages=parse_languages(meta.get("languages", meta.get("language")), ctx.default_languages, str(yaml_path)),
-        description=str(meta.get("description") or ""),
+        languages=meta.languages,
+        description=meta.description,
         folder=folder,
         audio=audio,
-        text=None if text is None else " ".join(str(text).split()),
+        text=None if text is None else " ".join(text.split()),
         state=state,
         codes=codes,
-        created=str(meta.get("created") or ""),
-        source=str(meta.get("source") or ""),
+        created=meta.created,
+        source=meta.source,
         defined_in=yaml_path,
-        frames_per_char=_speaking_rate(meta.get("frames_per_char"), yaml_path),
+        frames_per_char=meta.frames_per_char,
         signature=signature,
     )
     check_entry(entry, ctx, audio_required=not codes.is_file())
     return entry
 
 
-def _speaking_rate(value, where: Path) -> float | None:
-    """voice.yaml's ``frames_per_char`` (written by tuning): a number in the plausible range."""
-    from ..engine.lengths import MAX_FRAMES_PER_CHAR, MIN_FRAMES_PER_CHAR
-
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise VoiceError(f"{where}: frames_per_char must be a number, not {value!r}")
-    if not MIN_FRAMES_PER_CHAR <= value <= MAX_FRAMES_PER_CHAR:
-        raise VoiceError(f"{where}: frames_per_char must be between {MIN_FRAMES_PER_CHAR} and {MAX_FRAMES_PER_CHAR}")
-    return float(value)
-
-
 # --- the voices file -----------------------------------------------------------------------
 def read_voices_file(path: Path, data_sig, ctx: ScanContext) -> tuple[dict[str, VoiceEntry], list[tuple[str, str]]]:
     """The voices ``path`` lists, by name key, and the names it skips with why ([(name, message)]).
     Raises VoiceError when the file as a whole cannot be read."""
-    data = read_yaml_mapping(path)
+    data = read_yaml_mapping(path, VOICES_FILE_MAX_BYTES)
     if set(data) == {"voices"} and isinstance(data["voices"], dict):
         data = data["voices"]
+    if len(data) > MAX_FILE_VOICES:
+        raise VoiceError(f"{path} lists {len(data)} voices; the limit is {MAX_FILE_VOICES}")
     entries: dict[str, VoiceEntry] = {}
     skipped: list[tuple[str, str]] = []
     for name, spec in data.items():
@@ -207,47 +192,42 @@ def file_entry_signatures(entry: VoiceEntry) -> tuple:
 
 
 def _file_entry(path: Path, name: str, spec, data_sig, ctx: ScanContext) -> VoiceEntry:
-    base = path.parent
     where = f"{path}: voice {name!r}"
 
-    def resolve(value) -> Path | None:
-        return None if value in (None, "") else (base / Path(str(value)).expanduser())
+    def resolve(value: str | None) -> Path | None:
+        return None if not value else (path.parent / Path(value).expanduser())
 
-    spec = spec if isinstance(spec, dict) else {}
     entry = VoiceEntry(
         name=name,
-        kind="+".join(k for k, f in (("prompt", "audio"), ("state", "state")) if spec.get(f)) or "unknown",
+        kind="unknown",
         languages=ctx.default_languages,
-        description=str(spec.get("description") or ""),
-        audio=resolve(spec.get("audio")),
-        text_file=resolve(spec.get("text_file")),
-        state=resolve(spec.get("state")),
         codes=ctx.voices_dir / CONFIG_CACHE_DIR / f"{name_key(name)}.{PROMPT_CODES}",
         source=f"listed in {path}",
         defined_in=path,
+        signature=(data_sig, None, None, None),
     )
-    entry = replace(entry, signature=(data_sig, *file_entry_signatures(entry)))
     try:
-        if not spec:
+        if not isinstance(spec, dict) or not spec:
             raise VoiceError(f"{where} must be a mapping with audio + text, and/or state")
-        unknown = set(spec) - _FILE_ENTRY_KEYS
-        if unknown:
-            raise VoiceError(f"{where}: unknown settings {', '.join(sorted(map(str, unknown)))}")
-        if entry.kind == "unknown":
-            raise VoiceError(f"{where} needs audio + text, or state")
-        text = spec.get("text")
-        if text is None and entry.text_file is not None:
-            try:
-                text = entry.text_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as err:
-                raise VoiceError(f"{where}: cannot read {entry.text_file}: {err}") from err
+        fields = parse_file_voice(spec, where, ctx.default_languages)
         entry = replace(
             entry,
-            languages=parse_languages(spec.get("languages", spec.get("language")), ctx.default_languages, where),
-            text=None if text is None else " ".join(str(text).split()),
+            kind="+".join(k for k, v in (("prompt", fields.audio), ("state", fields.state)) if v) or "unknown",
+            languages=fields.languages,
+            description=fields.description,
+            audio=resolve(fields.audio),
+            text_file=resolve(fields.text_file),
+            state=resolve(fields.state),
         )
+        entry = replace(entry, signature=(data_sig, *file_entry_signatures(entry)))
+        if entry.kind == "unknown":
+            raise VoiceError(f"{where} needs audio + text, or state")
+        text = fields.text
+        if text is None and entry.text_file is not None:
+            text = read_text_file(entry.text_file, where)
+        entry = replace(entry, text=None if text is None else " ".join(text.split()))
         check_entry(entry, ctx, audio_required=True, where=where)
-    except VoiceError as err:
+    except (VoiceError, OSError, ValueError) as err:
         return replace(entry, problem=str(err))
     return entry
 
@@ -269,6 +249,9 @@ def check_entry(entry: VoiceEntry, ctx: ScanContext, audio_required: bool, where
     if entry.has_state:
         if entry.state is None or not entry.state.is_file():
             raise VoiceError(f"{where}: the state file {entry.state} is missing")
+        size = entry.state.stat().st_size
+        if size > MAX_STATE_BYTES:
+            raise VoiceError(f"{where}: the state file {entry.state} is {size >> 20} MiB; a speaker state is far smaller")
         tensors, _ = load_tensors(entry.state)
         inspect_state_tensors(tensors, str(entry.state), ctx.model_config)
 

@@ -2,9 +2,10 @@
 
 A thin facade over the parts that do the work: the catalog (``catalog.py``: scanning, listing,
 loading, the caches), the voice folders (``storage.py``: made complete under a temporary name,
-renamed into place), the prompt encoder (``encoding.py``: clip -> codes, the code cache) and
-the checks of what a voice is made from (``clips.py``, ``transcripts.py``). Errors say what is
-wrong; how to fix it with command-line options is the CLI's to add (``cli.py``).
+renamed into place), the prompt encoder (``encoding.py``: clip -> codes, the code cache),
+what a new folder holds (``making.py``: the checked clip, the state, generated codes), and the
+checks of what a voice is made from (``transcripts.py``, ``metadata.py``). Errors say what is
+wrong; how to fix it with command-line options is the CLI's to add (``cli/``).
 
 A YAML file (``config_path``) may list voices kept elsewhere::
 
@@ -28,42 +29,32 @@ import torch
 
 from ..errors import LinaError, VoiceError
 from .catalog import VoiceCatalog
-from .clips import PROMPT_LIMITS, prepare_clip, speaking_rate_warning, write_clip
 from .details import voice_details
 from .encoding import PromptEncoder
 from .files import (
     PROMPT_AUDIO,
     PROMPT_CODES,
-    PROMPT_TEXT,
     STATE_FILE,
     VOICE_FILE,
     VOICES_DIR,
-    atomic_write_text,
     inspect_state_tensors,
-    load_tensors,
-    parse_languages,
-    read_yaml_mapping,
     save_tensors,
-    sha256_file,
     write_yaml,
 )
+from .making import write_generated, write_prompt, write_state_copy
+from .metadata import VoiceMeta, bounded_source, check_description, parse_languages, parse_voice_meta
 from .names import name_key, validate_name
+from .safe_yaml import read_yaml_mapping
 from .scanning import ScanContext, VoiceEntry
-from .storage import VoiceFolders
+from .storage import VoiceExistsError, VoiceFolders
 from .transcripts import check_transcript
 from .voice import Voice, VoiceInfo
 
 __all__ = ["AddResult", "VoiceEntry", "VoiceExistsError", "VoiceStore"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class VoiceExistsError(VoiceError):
-    """The name is taken (in any case): the caller may replace the voice or choose another name."""
-
-    def __init__(self, message: str, existing: str):
-        super().__init__(message)
-        self.existing = existing
+# what a tuned state keeps of an existing voice.yaml (every one checked and bounded on reading)
+_KEPT_FIELDS = ("kind", "languages", "description", "created", "source", "text", "frames_per_char", "generated")
 
 
 @dataclass(frozen=True)
@@ -129,7 +120,10 @@ class VoiceStore:
 
     def warm(self) -> list[VoiceInfo]:
         """Load every voice now (encoding clips whose codes are not cached); call at start-up,
-        before serving, so no request waits for an encode. Failures are logged, not raised."""
+        before serving, so no request waits for an encode. Failures are logged, not raised.
+        What killed writers left in the voices folder long ago is removed first."""
+        for leftover in self._folders.clean_leftovers():
+            _LOGGER.info("removed %r from the voices folder (left by an interrupted write)", leftover)
         for info in self.list():
             if info.installed:
                 try:
@@ -172,36 +166,25 @@ class VoiceStore:
         if audio is None and text:
             raise VoiceError("a transcript belongs to a clip: give the clip too")
         langs = parse_languages(list(languages) if languages else None, self.default_languages, "languages")
+        description = check_description(description.strip())
+        if audio is not None:
+            text = " ".join(text.split())  # one line, single spaces
+            check_transcript(text, self.tokenizer, self._text_len())
         existing = self._existing_for_write(name, overwrite)
         warnings: list[str] = []
-        meta: dict = {"kind": "", "languages": list(langs), "description": description.strip(), "created": _now()}
+        meta: dict = {"kind": "", "languages": list(langs), "description": description, "created": _now()}
         kinds, sources = [], []
         with self._folders.staging(name) as tmp:
             if audio is not None:
-                text = " ".join(text.split())  # one line, single spaces
-                check_transcript(text, self.tokenizer)
-                clip = prepare_clip(audio, PROMPT_LIMITS)
-                warnings += clip.warnings
-                rate_warning = speaking_rate_warning(text, clip.seconds)
-                if rate_warning:
-                    warnings.append(rate_warning)
-                write_clip(tmp / PROMPT_AUDIO, clip.samples)
-                atomic_write_text(tmp / PROMPT_TEXT, text + "\n")
-                if self.codec is not None:
-                    codes = self._encoder.encode_clip(tmp / PROMPT_AUDIO, trim=False)
-                    self._encoder.check_codes(codes, name)
-                    self._encoder.write_codes(tmp / PROMPT_CODES, codes, "encoded", sha256_file(tmp / PROMPT_AUDIO))
+                clip_warnings, source = write_prompt(tmp, name, audio, text, self._encoder)
+                warnings += clip_warnings
                 kinds.append("prompt")
-                sources.append(
-                    f"clip {Path(audio).name} ({clip.source_rate} Hz, {clip.source_channels} channel(s), "
-                    f"{clip.source_seconds:.1f} s; {clip.seconds:.1f} s after trimming silence)"
-                )
+                sources.append(source)
             if state is not None:
-                save_tensors(tmp / STATE_FILE, self._read_state_file(Path(state)))
+                sources.append(write_state_copy(tmp, Path(state), self._model_config()))
                 kinds.append("state")
-                sources.append(f"speaker state {Path(state).name}")
             meta["kind"] = "+".join(kinds)
-            meta["source"] = "; ".join(sources)
+            meta["source"] = bounded_source("; ".join(sources))
             write_yaml(tmp / VOICE_FILE, meta)
             self._commit(tmp, name, existing)
         _LOGGER.info("added voice %r (%s)", name, meta["kind"])
@@ -218,31 +201,40 @@ class VoiceStore:
         description: str = "",
         source: str = "",
         extra: dict | None = None,
+        exist_ok: bool = False,
     ) -> VoiceInfo:
         """Store a prompt voice whose codes were generated by the model (the default voice).
 
         The codes are the voice; ``samples`` (their decoding, 24 kHz) is kept as prompt.wav for
-        listening. Unless someone replaces that clip, the codes are never re-encoded."""
+        listening. Unless someone replaces that clip, the codes are never re-encoded. With
+        ``exist_ok`` a voice of that name (made meanwhile by another process) is kept as it is
+        and returned; without it the name being taken is VoiceExistsError."""
         validate_name(name)
         self._encoder.check_codes(codes, name)
-        self._existing_for_write(name, overwrite=False)  # raises when the name is taken
+        description = check_description(description)
+        try:
+            self._existing_for_write(name, overwrite=False)
+        except VoiceExistsError:
+            if exist_ok:
+                return self._info(name)
+            raise
         with self._folders.staging(name) as tmp:
-            clip_sha = None
-            if samples is not None:
-                write_clip(tmp / PROMPT_AUDIO, samples)
-                clip_sha = sha256_file(tmp / PROMPT_AUDIO)
-            self._encoder.write_codes(tmp / PROMPT_CODES, codes, "generated", clip_sha)
-            atomic_write_text(tmp / PROMPT_TEXT, " ".join(text.split()) + "\n")
+            write_generated(tmp, codes, text, samples, self._encoder)
             meta = {
                 "kind": "prompt",
                 "languages": list(languages or self.default_languages),
                 "description": description,
                 "created": _now(),
-                "source": source,
+                "source": bounded_source(source),
                 **(extra or {}),
             }
             write_yaml(tmp / VOICE_FILE, meta)
-            self._commit(tmp, name, None)
+            try:
+                self._commit(tmp, name, None)
+            except VoiceExistsError:
+                if not exist_ok:
+                    raise
+                _LOGGER.info("voice %r was made meanwhile by another process: keeping that one", name)
         return self._info(name)
 
     def remove(self, name: str) -> VoiceInfo:
@@ -284,47 +276,45 @@ class VoiceStore:
         has a prompt keeps it and becomes ``prompt+state``. ``frames_per_char`` is the speaker's
         rate measured on the tuning clips (it bounds the length of what the voice says)."""
         folder = self.folder_for_new_state(name)
-        inspect_state_tensors(tensors, "tuned state", self.model.config if self.model is not None else None)
-        old: dict = {}
+        inspect_state_tensors(tensors, "tuned state", self._model_config())
+        description = check_description(description) if description is not None else None
+        raw, old = {}, VoiceMeta(languages=self.default_languages)
         if (folder / VOICE_FILE).is_file():
             try:
-                old = read_yaml_mapping(folder / VOICE_FILE)
+                raw = read_yaml_mapping(folder / VOICE_FILE)
+                old = parse_voice_meta(raw, folder / VOICE_FILE, self.default_languages)
             except VoiceError:
-                old = {}
-        has_prompt = "prompt" in str(old.get("kind", "")) and (
+                raw = {}  # a broken voice.yaml is replaced
+        has_prompt = "prompt" in (raw.get("kind") or "") and (
             (folder / PROMPT_AUDIO).is_file() or (folder / PROMPT_CODES).is_file()
         )
         save_tensors(folder / STATE_FILE, {k: v.float() for k, v in tensors.items()}, metadata)
-        langs = languages or parse_languages(old.get("languages"), self.default_languages, "voice.yaml")
-        meta = dict(old)
+        meta = {k: raw[k] for k in _KEPT_FIELDS if k in raw}  # known, bounded fields only
         meta.update(
             {
                 "kind": "prompt+state" if has_prompt else "state",
-                "languages": list(langs),
-                "description": description if description is not None else str(old.get("description", "")),
-                "created": old.get("created") or _now(),
-                "source": source,
+                "languages": list(languages or old.languages),
+                "description": description if description is not None else old.description,
+                "created": old.created or _now(),
+                "source": bounded_source(f"{old.source}; {source}" if old.source and has_prompt else source),
             }
         )
-        if old.get("source") and has_prompt:
-            meta["source"] = f"{old['source']}; {source}"
         if frames_per_char is not None:
             meta["frames_per_char"] = round(float(frames_per_char), 3)
         write_yaml(folder / VOICE_FILE, meta)
         return self._info(folder.name)
 
     # --- helpers ---------------------------------------------------------------------------
+    def _model_config(self):
+        return self.model.config if self.model is not None else None
+
+    def _text_len(self) -> int | None:
+        return self.model.config.max_text_len if self.model is not None else None
+
     def _info(self, name: str) -> VoiceInfo:
         with self._catalog.lock:
             key = name_key(name)
             return self._catalog.info(key, self._catalog.scan()[key])
-
-    def _read_state_file(self, path: Path) -> dict[str, torch.Tensor]:
-        if not path.is_file():
-            raise VoiceError(f"speaker state file not found: {path}")
-        tensors, _ = load_tensors(path)
-        inspect_state_tensors(tensors, path.name, self.model.config if self.model is not None else None)
-        return {k: v.float().contiguous() for k, v in sorted(tensors.items())}
 
     def _existing_for_write(self, name: str, overwrite: bool) -> Path | None:
         """The folder ``name`` would replace (``overwrite``), or VoiceError for a clash."""
