@@ -8,8 +8,8 @@ with a sentence, so it is refused when the voice is added (and a voice file hold
 not usable) with the limit in words, estimated from the transcript's own tokens per word.
 
 Without a tokenizer (the CLI without model files) the bound is in characters:
-``MAX_CHARS_PER_TOKEN`` characters per token. English averages 1.5 characters per token with
-the model's tokenizer (its longest pieces have 5), so no transcript that fits is refused, and
+``MAX_CHARS_PER_TOKEN`` characters per token. English averages 1.5 to 1.7 characters per token
+with the model's tokenizer (its longest pieces have 5), so no transcript that fits is refused, and
 the exact check follows when the server loads the voice.
 """
 
