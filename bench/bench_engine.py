@@ -310,7 +310,8 @@ async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: in
     from wyoming.tts import Synthesize, SynthesizeVoice
 
     from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
-    from wyoming_lina.server.handler import ConnectionCounter, HandlerSettings, LinaEventHandler, RequestTracker
+    from wyoming_lina.server.handler import HandlerSettings, LinaEventHandler
+    from wyoming_lina.server.tracking import ConnectionCounter, RequestTracker
     from wyoming_lina.server.info import InfoBuilder
     from wyoming_lina.voices.voice import Voice
 

@@ -544,3 +544,15 @@ def test_staging_ring_rolls_back_its_newest_regions():
     ring.rollback(second)
     ring.release(first)
     assert ring.in_use == 0
+
+
+def test_every_batch_and_every_change_has_its_own_generation():
+    """The graphed step recognises the batch its buffers hold by generation alone: a new batch
+    (after a failure cleared the old one, whose id may be reused) must never look bound."""
+    from wyoming_lina.engine.batch import ActiveBatch
+
+    seen = set()
+    for _ in range(100):
+        batch = ActiveBatch()  # freed at once: ids repeat, generations must not
+        assert batch.generation not in seen
+        seen.add(batch.generation)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from wyoming_lina.codec import load_codec
 from wyoming_lina.engine import Engine, SamplingOptions, StreamingDecoder
 from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
-from wyoming_lina.errors import TextTooLongError, UnknownVoiceError
+from wyoming_lina.errors import TextTooLongError, UnknownVoiceError, UnsupportedTextError
 from wyoming_lina.model import load_lina, load_speaker_state
 from wyoming_lina.text import LinaTokenizer
 from wyoming_lina.voices.voice import Voice
@@ -86,9 +86,17 @@ async def test_default_voice_and_unknown_voice(synth):
         synth.resolve_voice("nobody")
 
 
-@pytest.mark.parametrize("text", ["", "   ", "...", "!?", "\U0001F600"])
+@pytest.mark.parametrize("text", ["", "   ", "...", "!?"])
 async def test_nothing_to_say_gives_no_audio(synth, text):
     assert await asyncio.wait_for(collect(synth.synthesize(text)), 30) == []
+
+
+@pytest.mark.parametrize("text", ["\U0001F600", "\u4f60\u597d\u3002", "\u0645\u0631\u062d\u0628\u0627", "\U0001F600 \U0001F44D!"])
+async def test_text_that_normalises_to_nothing_is_an_error_naming_what_was_dropped(synth, text):
+    with pytest.raises(UnsupportedTextError, match="nothing in this text can be spoken") as err:
+        await asyncio.wait_for(collect(synth.synthesize(text)), 30)
+    assert err.value.code == "unsupported-text"
+    assert repr(text.strip("!")[0]) in str(err.value)  # names a character it could not say
 
 
 async def test_text_over_the_limit_is_refused(synth):

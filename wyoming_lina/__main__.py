@@ -10,7 +10,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from .errors import LinaError, NoAudioError
+from .errors import LinaError, NoAudioError, os_error_line
 from .server.app import ListenError
 from .server.discovery import DiscoveryError
 from .server.options import RuntimeConfigError, parse_args
@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     except (LinaError, RuntimeConfigError, DiscoveryError, ListenError) as err:  # fixable by the user: no traceback
         _LOGGER.error("%s", err)
         return 1
+    except OSError as err:  # a full disk, a read-only or vanished folder: what failed and where, in one line
+        _LOGGER.error("%s", os_error_line(err))
+        return 1
     except (_Stopped, KeyboardInterrupt):
         _LOGGER.info("stopped")
         return 0
@@ -44,14 +47,16 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args) -> int:
     from wyoming.server import AsyncServer
 
-    from .server.app import serve
-    from .server.handler import ConnectionCounter, HandlerSettings, LinaEventHandler, RequestTracker
+    from .server.app import check_listen, serve
+    from .server.handler import HandlerSettings, LinaEventHandler
+    from .server.tracking import ConnectionCounter, RequestTracker
     from .server.healthcheck import publish_uri
     from .server.info import InfoBuilder
     from .server.metrics import ServerMetrics, engine_reader
     from .server.runtime import warm_up
 
     advertiser = _advertiser(args)  # decided before the slow part: a bad address fails at once
+    check_listen(args.uri)  # a port in use, too
     runtime, store, synthesizer = _build(args)
     runtime.engine.start()
     metrics = ServerMetrics(engine_reader(runtime.engine))
@@ -76,7 +81,13 @@ def _serve(args) -> int:
             LinaEventHandler,
             info=InfoBuilder(store.list, streaming=not args.no_streaming),
             synthesizer=synthesizer,
-            settings=HandlerSettings(samples_per_chunk=args.samples_per_chunk, max_connections=args.max_connections),
+            settings=HandlerSettings(
+                samples_per_chunk=args.samples_per_chunk,
+                max_connections=args.max_connections,
+                idle_timeout=args.idle_timeout,
+                stream_timeout=args.stream_timeout,
+                frame_timeout=args.frame_timeout,
+            ),
             tracker=tracker,
             connections=ConnectionCounter(),
             metrics=metrics,

@@ -45,6 +45,11 @@ def write_atomic(path: str | Path, write: Callable[[str], object]) -> None:
         write(tmp)
         os.chmod(tmp, new_file_mode())  # after writing: a writer may replace the file it was given
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a failed write() names no file: say which one ("No space left...")
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -71,3 +71,10 @@ class SynthesisError(LinaError):
     """Generation failed for this request (the server keeps serving others)."""
 
     code = "synthesis-failed"
+
+
+def os_error_line(err: OSError) -> str:
+    """A failed file operation in one line: what, where and why ("No space left on device")."""
+    where = f" {err.filename}" if err.filename else ""
+    other = f" -> {err.filename2}" if err.filename2 else ""
+    return f"cannot write or read{where}{other}: {err.strerror or err}"

@@ -6,6 +6,7 @@ then and stay put while rows generate (text-generation-inference's filter/concat
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +14,10 @@ import torch
 from ..model import LinaState, TextContext
 from .rows import Row
 from .transfer import to_device
+
+# Every set of batch tensors gets its own number, unique in the process: the graphed step knows
+# by it whether its buffers already hold this batch (an object id can be reused once freed).
+_GENERATIONS = itertools.count(1)
 
 
 @dataclass
@@ -27,7 +32,7 @@ class ActiveBatch:
     temperature: torch.Tensor | None = None
     seeds: torch.Tensor | None = None
     min_frames: torch.Tensor | None = None  # [B] EOS is not sampled before this many frames
-    generation: int = 0  # bumped whenever rows join or leave (the tensors are new then)
+    generation: int = field(default_factory=lambda: next(_GENERATIONS))  # new whenever rows join or leave
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -39,7 +44,7 @@ class ActiveBatch:
         if len(indices) == len(self.rows):
             return
         self.rows = [self.rows[i] for i in indices]
-        self.generation += 1
+        self.generation = next(_GENERATIONS)
         if not indices:
             self.ctx = self.state = None
             for name in self._TENSORS:
@@ -54,7 +59,7 @@ class ActiveBatch:
     def extend(self, other: "ActiveBatch") -> None:
         if not other.rows:
             return
-        generation = self.generation + 1
+        generation = next(_GENERATIONS)
         if not self.rows:
             self.__dict__.update(other.__dict__)
             self.generation = generation

@@ -40,7 +40,7 @@ class LaunchedDecode:
     host; ``results()`` hands it out per row (call once, in launch order)."""
 
     windows: list[tuple[object, CodecStream, Window]]  # (row, its codec stream, window)
-    audio: list  # per window: float32 host samples (numpy views of pinned memory on CUDA) (numpy views of pinned memory on CUDA)
+    audio: list  # per window: float32 host samples (numpy views of pinned memory on CUDA)
     event: torch.cuda.Event | None = None
     keep_alive: list[torch.Tensor] = field(default_factory=list)  # host ends of the async copies
     staging: StagingRing | None = None  # where ``regions`` live; given back once the audio is taken

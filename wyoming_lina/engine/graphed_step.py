@@ -56,7 +56,7 @@ class GraphedStep:
         self._buffers: dict | None = None
         self._graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
         self._pool = None
-        self._bound: tuple[int, int] | None = None  # (id(batch), batch.generation) held by the buffers
+        self._bound: int | None = None  # the batch generation the buffers hold (unique per process)
         self._compute = self._compute_step
         if config.compile:
             # dynamic sizes: one compilation serves every batch/text bucket (batch 1 is specialised)
@@ -106,7 +106,7 @@ class GraphedStep:
         )
         for name in ActiveBatch._TENSORS:
             setattr(batch, name, b[name][:n])
-        self._bound = (id(batch), batch.generation)
+        self._bound = batch.generation
 
     # --- the step ---------------------------------------------------------------------------
     def _step_into_buffers(self, B: int, N: int, K: int) -> None:
@@ -198,7 +198,7 @@ class GraphedStep:
     def __call__(self, batch: ActiveBatch) -> torch.Tensor:
         """Advance every row one step; returns the sampled tokens [n] (views of the buffers)."""
         B, N, K = self.keys_for(batch)
-        if self._bound != (id(batch), batch.generation) or batch.ctx.mask.shape[1] != N:
+        if self._bound != batch.generation or batch.ctx.mask.shape[1] != N:
             self._bind(batch, B, N)
         if self.config.capture:
             key = (B, N, K)

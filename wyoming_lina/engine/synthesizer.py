@@ -25,7 +25,7 @@ import numpy as np
 
 from ..defaults import MAX_SENTENCE_CHARS
 from ..errors import NoAudioError, SynthesisError, TextTooLongError, UnsupportedTextError
-from ..text import LinaTokenizer, SentenceChunker, normalize_text, prepare_sentence
+from ..text import LinaTokenizer, SentenceChunker, has_content, name_characters, normalize_text, prepare_sentence
 from ..voices.voice import Voice, VoiceInfo
 from .job import GenerationJob, JobHandle
 from .lengths import FRAMES_PER_SECOND, frame_bounds, speaking_rate, spoken_chars
@@ -174,6 +174,8 @@ class SynthesisStream:
         self.chunker = SentenceChunker(max_chars=synth.settings.max_sentence_chars)
         self.chars = 0
         self.sentences = 0
+        self._content = False  # the text had something besides spaces and punctuation
+        self._seen: list[str] = []  # (its first characters, to name what could not be said)
         self._queue: asyncio.Queue[_Sentence | None] = asyncio.Queue()  # in order, for the player
         self._unsubmitted: collections.deque[_Sentence] = collections.deque()
         self._generating = 0  # submitted and not yet played out
@@ -186,15 +188,25 @@ class SynthesisStream:
         limit = self.synth.settings.max_text_chars
         if self.chars > limit:
             raise TextTooLongError(f"text is longer than the limit of {limit} characters")
+        if not self._content and has_content(text):
+            self._content = True
+        if len(self._seen) < 200:
+            self._seen.append(text[:200])
         for sentence in self.chunker.add(text):
             self._add(sentence)
 
     def finish(self) -> None:
+        """Queue the rest of the text. UnsupportedTextError when the text had content but none
+        of it can be spoken (only other scripts or emoji): an answer of silence is never a success."""
         if not self._finished:
             self._finished = True
             for sentence in self.chunker.finish():
                 self._add(sentence)
             self._queue.put_nowait(None)
+            if self._content and not self.sentences:
+                raise UnsupportedTextError(
+                    f"nothing in this text can be spoken; the model cannot say {name_characters(''.join(self._seen))}"
+                )
 
     def _add(self, sentence: str) -> None:
         try:

@@ -10,18 +10,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from typing import TYPE_CHECKING, Awaitable, Callable
+from urllib.parse import urlparse
 
 from wyoming.server import AsyncServer, AsyncStdioServer, HandlerFactory
 
 if TYPE_CHECKING:
-    from .handler import RequestTracker
+    from .tracking import RequestTracker
 
 _LOGGER = logging.getLogger(__name__)
 
 
 class ListenError(RuntimeError):
     """The server cannot listen where it was told to (port in use, no permission...)."""
+
+
+def check_listen(uri: str) -> None:
+    """Bind a tcp:// address once and let it go, so a port in use or a host that is not this
+    machine's is reported in the first second, not after minutes of loading the model."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "tcp":
+        return
+    host = parsed.hostname or "0.0.0.0"
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.create_server((host, parsed.port or 0), family=family):
+            pass
+    except OSError as err:
+        raise ListenError(f"cannot listen at {uri}: {err.strerror or err}") from None
 
 
 async def serve(

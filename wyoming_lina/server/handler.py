@@ -22,7 +22,6 @@ newly added clip, and the event loop must never wait for that.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,78 +36,28 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from ..engine.synthesizer import SynthesisStream, Synthesizer
-from ..errors import LinaError, OverloadedError, SynthesisError
+from ..errors import LinaError, OverloadedError, ShuttingDownError, SynthesisError
+from .frames import BadFrame, ClientTimeout, next_event
 from .info import InfoBuilder
 from .metrics import ServerMetrics
+from .tracking import ConnectionCounter, RequestTracker
 
 _LOGGER = logging.getLogger(__name__)
 WIDTH = 2  # bytes per sample (16-bit PCM)
 CHANNELS = 1
 
 
-MAX_DATA_BYTES = 1 << 20  # longest JSON data block a client may announce (text is far shorter)
-MAX_PAYLOAD_BYTES = 1 << 20  # a TTS client sends no audio; refuse payloads that could exhaust memory
-
-
 @dataclass(frozen=True)
 class HandlerSettings:
     samples_per_chunk: int = 1024
     max_connections: int | None = None  # None: no limit
-
-
-class BadFrame(ValueError):
-    """A frame that is not valid Wyoming: the byte stream cannot be trusted after it."""
+    idle_timeout: float = 60.0  # seconds a connection may stay silent with no request running
+    stream_timeout: float = 300.0  # seconds a text stream may wait for its next chunk
+    frame_timeout: float = 10.0  # seconds a frame may take from its first byte to its last
 
 
 class BadEvent(ValueError):
     """A well-framed event whose fields have the wrong types or are missing."""
-
-
-async def read_event(reader: asyncio.StreamReader) -> Event | None:
-    """``wyoming.event.async_read_event`` with checks: announced lengths are bounded before
-    anything is read (no gigabyte buffers from a header), and every malformed frame raises
-    ``BadFrame`` instead of a random exception. None at the end of the stream."""
-    try:
-        line = await reader.readline()
-    except ValueError as err:  # a line over the reader's limit (64 KiB)
-        raise BadFrame(f"header line too long: {err}") from err
-    if not line:
-        return None
-    if not line.endswith(b"\n"):
-        return None  # the client closed the connection mid-header
-    try:
-        header = json.loads(line)
-    except ValueError as err:  # includes invalid UTF-8
-        raise BadFrame(f"header is not JSON: {err}") from err
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-        raise BadFrame("header must be a JSON object with a string 'type'")
-    data = header.get("data")
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise BadFrame("'data' must be a JSON object")
-    lengths = []
-    for key, limit in (("data_length", MAX_DATA_BYTES), ("payload_length", MAX_PAYLOAD_BYTES)):
-        length = header.get(key)
-        if length is None:
-            length = 0
-        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
-            raise BadFrame(f"'{key}' must be a non-negative integer")
-        if length > limit:
-            raise BadFrame(f"'{key}' of {length} bytes is over the limit of {limit}")
-        lengths.append(length)
-    try:
-        if lengths[0]:
-            extra = json.loads(await reader.readexactly(lengths[0]))
-            if not isinstance(extra, dict):
-                raise BadFrame("the data block must be a JSON object")
-            data.update(extra)
-        payload = await reader.readexactly(lengths[1]) if lengths[1] else None
-    except asyncio.IncompleteReadError:
-        return None  # closed mid-frame
-    except ValueError as err:
-        raise BadFrame(f"data block is not JSON: {err}") from err
-    return Event(type=header["type"], data=data, payload=payload)
 
 
 def _text(event: Event) -> str:
@@ -131,34 +80,6 @@ def _voice(event: Event) -> str | None:
     return name or None  # HA never sends a language only
 
 
-class ConnectionCounter:
-    """Open connections over the whole server, for ``--max-connections``."""
-
-    def __init__(self) -> None:
-        self.open = 0
-
-
-class RequestTracker:
-    """Requests in progress over all connections, so a shutdown can let them finish."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def begin(self) -> None:
-        self.active += 1
-        self._idle.clear()
-
-    def end(self) -> None:
-        self.active -= 1
-        if self.active == 0:
-            self._idle.set()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-
 @dataclass
 class _Request:
     """One synthesize, or one synthesize-start ... synthesize-stop."""
@@ -172,6 +93,8 @@ class _Request:
     audio_started: bool = False
     error: LinaError | None = None
     gone: bool = False  # the client closed the connection while audio was being sent
+    audio_stopped: bool = False  # audio-stop was sent
+    stream_stopped: bool = False  # synthesize-stopped was sent
     stop_received: asyncio.Event = field(default_factory=asyncio.Event)
     pending: bytearray = field(default_factory=bytearray)  # audio not yet sent (under one chunk)
 
@@ -199,6 +122,7 @@ class LinaEventHandler(AsyncEventHandler):
         self.settings = settings
         self.tracker = tracker or RequestTracker()
         self.connections = connections or ConnectionCounter()
+        self._closing = False
         self._reset()
 
     def _reset(self) -> None:
@@ -215,6 +139,12 @@ class LinaEventHandler(AsyncEventHandler):
         except BadEvent as err:  # the frame was sound: answer, ignore the event, keep the connection
             _LOGGER.warning("bad event from a client: %s", err)
             await self.write_event(Error(text=str(err), code="bad-request").event())
+            return True
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as err:  # a bug: the client still gets an answer, the server goes on
+            _LOGGER.exception("failed to handle a %s event", event.type)
+            await self.write_event(Error(text=f"internal error: {err}", code="internal-error").event())
             return True
 
     async def _handle(self, event: Event) -> bool:
@@ -253,9 +183,9 @@ class LinaEventHandler(AsyncEventHandler):
         return True  # unknown events keep the connection
 
     async def run(self) -> None:
-        """Read events until EOF (as ``AsyncEventHandler.run``, with the checked reader and the
-        connection limit); a malformed frame is answered with ``error`` and ends the connection."""
-        self._is_running = True
+        """Read events until EOF (as ``AsyncEventHandler.run``, with the checked reader, its
+        timeouts and the connection limit); a malformed frame is answered with ``error`` and ends
+        the connection, as does a client silent or mid-frame for too long."""
         self.connections.open += 1
         try:
             limit = self.settings.max_connections
@@ -264,21 +194,44 @@ class LinaEventHandler(AsyncEventHandler):
                 err = OverloadedError(f"the server already has {limit} connections; try again shortly")
                 await self.write_event(Error(text=str(err), code=err.code).event())
                 return
-            while self._is_running:
+            while not self._closing:
                 try:
-                    event = await read_event(self.reader)
+                    event = await next_event(self.reader, self._silence_limit, self.settings.frame_timeout)
                 except BadFrame as err:
                     _LOGGER.warning("closing a connection after a malformed frame: %s", err)
                     await self.write_event(Error(text=f"malformed frame: {err}", code="bad-request").event())
+                    break
+                except ClientTimeout as err:
+                    _LOGGER.info("closing a connection: %s", err)
                     break
                 if event is None or not await self.handle_event(event):
                     break
         except ConnectionError as err:  # the client reset the connection (it gave up): not an error
             _LOGGER.debug("connection lost: %s", err)
+        except Exception:  # a bug: logged here, never an unretrieved task exception
+            _LOGGER.exception("a connection failed")
         finally:
             self.connections.open -= 1
             await self.disconnect()
             self.writer.close()
+
+    async def stop(self) -> None:
+        """The server stops (wyoming's ``AsyncServer.stop`` calls this once requests had their
+        grace period): a request still running ends with ``error`` shutting-down and its closing
+        events (``audio-stop``, ``synthesize-stopped``), then the connection closes."""
+        self._closing = True
+        try:
+            await self._abort(ShuttingDownError("the server is shutting down"))
+        finally:
+            self.writer.close()
+
+    def _silence_limit(self) -> float | None:
+        """How long the client may stay silent now (None: its request's audio is being sent)."""
+        if self._in_stream():
+            return self.settings.stream_timeout  # waiting for the rest of its text
+        if self._task is not None and not self._task.done():
+            return None
+        return self.settings.idle_timeout
 
     async def disconnect(self) -> None:
         """The client is gone (or the server stops): drop this connection's work."""
@@ -302,12 +255,13 @@ class LinaEventHandler(AsyncEventHandler):
                 self._end_text()
             await asyncio.wait([self._task])  # requests of one connection run in order
         self._reset()
-        request = self._request = _Request(streaming=streaming, voice=voice or "(default)")
+        request = self._request = _Request(streaming=streaming, voice=repr(voice) if voice else "(default)")
         self.tracker.begin()
         try:
             resolved = await asyncio.to_thread(self.synth.resolve_voice, voice)
             request.voice = resolved.name
-            self._stream = SynthesisStream(self.synth, resolved, self.synth.settings.sampling)
+            # this connection is the owner whose sentences the engine admits in turn with others'
+            self._stream = SynthesisStream(self.synth, resolved, self.synth.settings.sampling, owner=self)
             self._player = asyncio.create_task(self._play(request, self._stream), name="lina player")
         except LinaError as err:
             request.fail(err)
@@ -318,6 +272,7 @@ class LinaEventHandler(AsyncEventHandler):
             _LOGGER.exception("could not start a request")
             request.fail(SynthesisError(f"could not start: {err}"))
         self._task = asyncio.create_task(self._run(request, self._player), name="lina request")
+        self._task.add_done_callback(lambda _: self.tracker.end())  # however it ends, even unstarted
 
     def _add_text(self, text: str) -> None:
         request = self._request
@@ -372,18 +327,50 @@ class LinaEventHandler(AsyncEventHandler):
                 await self.write_event(Error(text=str(request.error), code=request.error.code).event())
             if not request.streaming and request.error is None and not request.audio_started:
                 await self._start_audio(request)  # empty text: still one start/stop pair
-            if request.audio_started or not request.streaming:
-                await self.write_event(AudioStop().event())
+            await self._stop_audio(request)
             if request.streaming:
                 await request.stop_received.wait()
-                await self.write_event(SynthesizeStopped().event())
+                await self._stop_stream(request)
             self._log(request)
         except ConnectionError:
             _LOGGER.info("client went away during a request (voice %s)", request.voice)
         finally:
             if player is not None and not player.done():
                 player.cancel()
-            self.tracker.end()
+
+    async def _abort(self, err: LinaError) -> None:
+        """End the request in progress now: its work is cancelled, the client gets ``error`` and
+        the closing events it still waits for."""
+        request, task = self._request, self._task
+        if task is None or task.done():
+            return
+        _LOGGER.info("ending a request (voice %s): %s", request.voice, err)
+        if self._stream is not None:
+            self._stream.cancel()
+        running = [t for t in (self._player, task) if t is not None and not t.done()]
+        for t in running:
+            t.cancel()
+        await asyncio.wait(running)
+        request.fail(err)
+        try:
+            await self.write_event(Error(text=str(err), code=err.code).event())
+            await self._stop_audio(request)
+            if request.streaming:
+                await self._stop_stream(request)
+        except (ConnectionError, RuntimeError):  # the client is gone too
+            return
+        self._log(request)
+
+    async def _stop_audio(self, request: _Request) -> None:
+        """The one audio-stop of a request (a plain request always has one)."""
+        if not request.audio_stopped and (request.audio_started or not request.streaming):
+            request.audio_stopped = True
+            await self.write_event(AudioStop().event())
+
+    async def _stop_stream(self, request: _Request) -> None:
+        if not request.stream_stopped:
+            request.stream_stopped = True
+            await self.write_event(SynthesizeStopped().event())
 
     # --- audio -----------------------------------------------------------------------------
     async def _send_audio(self, request: _Request, samples: np.ndarray) -> None:

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import __version__
 from ..defaults import MAX_BATCH, MAX_QUEUE
 from ..data_dir import DATA_DIR_ENV, default_data_dir
+from ..safe_yaml import YamlError, load_yaml
 
 DEFAULT_CONFIG = Path("config/lina.yaml")
 DEFAULT_URI = "tcp://0.0.0.0:10200"
@@ -29,13 +28,6 @@ VOICE_CONFIG_KEYS = ("data_dir", "voices_file", "asr_uri")
 
 def _path(value: str) -> Path:
     return Path(value).expanduser()
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def _int_between(low: int, high: int):
@@ -49,24 +41,25 @@ def _int_between(low: int, high: int):
     return parse
 
 
-def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if not number >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
-    return number
+def _seconds(low: float, high: float, *, low_allowed: bool = True):
+    """A finite number of seconds in [low, high] (or (low, high])."""
+
+    def parse(value: str) -> float:
+        number = float(value)
+        above = number >= low if low_allowed else number > low
+        if not (above and number <= high):  # also refuses NaN and infinities
+            lower = f"at least {low:g}" if low_allowed else f"more than {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {lower} and at most {high:g} seconds, got {value}")
+        return number
+
+    parse.__name__ = "seconds"
+    return parse
 
 
 def _port(value: str) -> int:
     number = int(value)
     if not 1 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {number}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be more than zero, got {value}")
     return number
 
 
@@ -101,18 +94,29 @@ def _synthesis(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("synthesis")
     group.add_argument("--voice", help="default voice when a request names none (default: the built-in voice)")
     group.add_argument("--voices-file", type=_path, help="YAML file listing voices kept outside the data dir")
-    group.add_argument("--sentence-silence", type=_non_negative_float, default=0.2, help="seconds of silence between sentences")
-    group.add_argument("--max-text-chars", type=_positive_int, default=10_000, help="longest text per request")
     group.add_argument(
-        "--max-sentence-seconds", type=_positive_float, default=60.0, help="cut off a sentence's audio after this long"
+        "--sentence-silence", type=_seconds(0, 10), default=0.2, help="seconds of silence between sentences (0-10)"
+    )
+    group.add_argument(
+        "--max-text-chars", type=_int_between(1, 1_000_000), default=10_000, help="longest text per request"
+    )
+    group.add_argument(
+        "--max-sentence-seconds",
+        type=_seconds(0, 600, low_allowed=False),
+        default=60.0,
+        help="cut off a sentence's audio after this long (at most 600)",
     )
     group.add_argument(
         "--deadline",
-        type=_positive_float,
+        type=_seconds(0, 3600, low_allowed=False),
         default=120.0,
         help="seconds a sentence may wait and generate before it fails with deadline-exceeded",
     )
-    group.add_argument("--seed", type=int, help="fixed sampling seed: the same text gives the same audio (tests, debugging)")
+    group.add_argument(
+        "--seed",
+        type=_int_between(0, 2**62 - 1),
+        help="fixed sampling seed (0 to 2^62-1): the same text gives the same audio (tests, debugging)",
+    )
 
 
 def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
@@ -137,28 +141,51 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
         help=f"advertise over zeroconf/mDNS for Home Assistant discovery (name default: {DEFAULT_ZEROCONF_NAME})",
     )
     net.add_argument("--zeroconf-host", help="IPv4 address to advertise (default: detected)")
-    net.add_argument("--samples-per-chunk", type=_positive_int, default=1024, help="samples per audio-chunk event")
+    net.add_argument(
+        "--samples-per-chunk",
+        type=_int_between(1, 24_000),
+        default=1024,
+        help="samples per audio-chunk event (at most 24000 = 1 s)",
+    )
     net.add_argument("--no-streaming", action="store_true", help="do not offer text streaming to clients")
     net.add_argument(
         "--max-batch", type=_int_between(1, MAX_BATCH), default=MAX_BATCH, help="most utterances generated together"
     )
     net.add_argument(
         "--max-queue",
-        type=_positive_int,
+        type=_int_between(1, 1_000_000),
         default=MAX_QUEUE,
         help="most sentences waiting for the engine (more: error 'overloaded')",
     )
     net.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=_int_between(1, 10_000),
         default=64,
         help="most open client connections; more get an 'overloaded' error and are closed",
     )
     net.add_argument(
         "--shutdown-timeout",
-        type=_non_negative_float,
+        type=_seconds(0, 600),
         default=5.0,
-        help="on SIGTERM, seconds to let requests in progress finish before cancelling them",
+        help="on SIGTERM, seconds to let requests in progress finish; the rest end with error 'shutting-down'",
+    )
+    net.add_argument(
+        "--idle-timeout",
+        type=_seconds(0, 86_400, low_allowed=False),
+        default=60.0,
+        help="close a connection silent this long with no request running",
+    )
+    net.add_argument(
+        "--stream-timeout",
+        type=_seconds(0, 86_400, low_allowed=False),
+        default=300.0,
+        help="close a text stream waiting this long for its next chunk",
+    )
+    net.add_argument(
+        "--frame-timeout",
+        type=_seconds(0, 3600, low_allowed=False),
+        default=10.0,
+        help="close a connection whose event takes longer than this to arrive once begun",
     )
 
     studio = serve.add_argument_group("voice studio (web page and JSON API)")
@@ -221,13 +248,17 @@ class ConfigError(ValueError):
     pass
 
 
+MAX_CONFIG_BYTES = 256 * 1024  # the documented file is ~4 KiB
+
+
 def read_config(path: Path) -> dict[str, Any]:
+    """The option values in a YAML file; ConfigError (one line) for anything else."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path, max_bytes=MAX_CONFIG_BYTES, what="config file")
     except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    except YamlError as err:
+        raise ConfigError(str(err)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -246,8 +277,12 @@ def config_values(
     """
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "version", "config")}
     out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     for key, value in data.items():
         dest = str(key).replace("-", "_")
+        if dest in spelled:
+            raise ConfigError(f"{source}: {spelled[dest]!r} and {key!r} set the same option; keep one")
+        spelled[dest] = str(key)
         if dest not in actions:
             if dest not in known:
                 raise ConfigError(f"{source}: unknown option {key!r}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .alphabet import LINA_ALPHABET, CharacterSet, SupportsCharacters
-from .normalize import normalize_text
+from .normalize import has_content, name_characters, normalize_text
 from .sentences import DEFAULT_MAX_CHARS, SentenceChunker, split_long, split_sentences
 from .tokenizer import LinaTokenizer
 
@@ -31,6 +31,8 @@ __all__ = [
     "LinaTokenizer",
     "SentenceChunker",
     "SupportsCharacters",
+    "has_content",
+    "name_characters",
     "normalize_text",
     "prepare_sentence",
     "prepare_text",

@@ -453,6 +453,22 @@ def _describe(characters: Iterable[str]) -> str:
     return ", ".join(f"{ch!r} (U+{ord(ch):04X})" for ch in sorted(characters))
 
 
+def _is_content(ch: str) -> bool:
+    return not ch.isspace() and unicodedata.category(ch)[0] not in "PZC"
+
+
+def has_content(text: str) -> bool:
+    """Whether ``text`` holds anything besides spaces, punctuation and control characters."""
+    return any(_is_content(ch) for ch in text)
+
+
+def name_characters(text: str, limit: int = 5) -> str:
+    """The content characters of ``text`` by name, for a message: "'你' (CJK UNIFIED IDEOGRAPH-4F60), ..."."""
+    found = sorted({ch for ch in text if _is_content(ch)})
+    named = [f"{ch!r} ({unicodedata.name(ch, f'U+{ord(ch):04X}')})" for ch in found[:limit]]
+    return ", ".join(named) + (f" and {len(found) - limit} more" if len(found) > limit else "")
+
+
 # --------------------------------------------------------------------------- tidy up
 
 _TIDY = (

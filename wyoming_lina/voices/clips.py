@@ -10,12 +10,14 @@ warnings for what merely works badly, trims silence and returns 24 kHz mono floa
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
+from ..atomic import atomic_write_bytes
 from ..codec.audio import CODEC_RATE, read_audio, to_codec_rate
 from ..errors import AudioFileError
 
@@ -183,5 +185,9 @@ def speaking_rate_warning(text: str, seconds: float) -> str | None:
 
 
 def write_clip(path: str | Path, samples: np.ndarray, rate: int = CODEC_RATE) -> None:
-    """Write 16-bit PCM wav (what the voice folder keeps for listening and re-encoding)."""
-    soundfile.write(str(path), np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    """Write 16-bit PCM wav (what the voice folder keeps for listening and re-encoding), encoded
+    in memory and written atomically: a full disk is an OSError naming the file ("No space left
+    on device"), not libsndfile's "System error", and never half a clip."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16", format="WAV")
+    atomic_write_bytes(path, buffer.getvalue())
