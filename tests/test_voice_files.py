@@ -80,8 +80,8 @@ def test_a_billion_laughs_voice_yaml_is_refused_fast_and_the_others_stay(tmp_pat
         infos = {i.name: i for i in store.list()}
     assert time.monotonic() - started < 10  # a guard against the 38 s stall, not a benchmark
     assert infos["good"].installed and store.get("good").initial_state is not None
-    assert not infos["laughs"].installed and "anchor or alias" in infos["laughs"].problem
-    with pytest.raises(VoiceError, match="anchor or alias"):
+    assert not infos["laughs"].installed and "anchors and aliases" in infos["laughs"].problem
+    with pytest.raises(VoiceError, match="anchors and aliases"):
         store.get("laughs")
     assert info_event_bytes(store) < 2000
     assert len([r for r in caplog.records if "laughs" in r.getMessage()]) == 1
@@ -90,7 +90,7 @@ def test_a_billion_laughs_voice_yaml_is_refused_fast_and_the_others_stay(tmp_pat
 @pytest.mark.parametrize(
     "addition, words",
     [
-        ("description: " + "[" * 5000 + "]" * 5000, "nest"),  # ours, or libyaml's own bound
+        ("description: " + "[" * 5000 + "]" * 5000, "nested more than 32 levels"),
         ("description: {a: 1}", "description must be text, not dict"),
         ("description: " + "x" * 501, "description is 501 characters long; the limit is 500"),
         ("languages: [" + ", ".join(["en"] * 17) + "]", "17 languages; the limit is 16"),
@@ -108,6 +108,7 @@ def test_a_billion_laughs_voice_yaml_is_refused_fast_and_the_others_stay(tmp_pat
         ("description: !!python/object/apply:os.system [echo]", "not valid YAML"),
         ("# " + "x" * 40_000, "is larger than 32 KiB"),
         ("description: \xff", None),  # not UTF-8: written as bytes below
+        ("kind: state\nkind: prompt", "the key 'kind' appears twice"),
     ],
 )
 def test_every_field_of_voice_yaml_is_checked_and_bounded(tmp_path, lina_dir, addition, words):
@@ -119,12 +120,12 @@ def test_every_field_of_voice_yaml_is_checked_and_bounded(tmp_path, lina_dir, ad
     text = "\n".join([line for k, line in base.items() if k != key] + [addition]) + "\n"
     if words is None:
         path.write_bytes(text.replace("\xff", "").encode() + b"\xff\n")
-        words = "cannot read"
+        words = "not a text file (not UTF-8)"
     else:
         path.write_text(text)
     (info,) = store.list()
     assert not info.installed and words in info.problem
-    assert len(info.problem) < 200 + len(str(path))  # no value is copied into the message whole
+    assert len(info.problem) < 400 + len(str(path))  # no value is copied into the message whole
     assert info_event_bytes(store) <= fine + 50  # what describe shows does not grow with the file
 
 
@@ -159,10 +160,10 @@ def test_hostile_voices_files_are_refused_and_the_folders_stay(tmp_path, lina_di
     state_voice(store, "good", lina_dir)
     state = lina_dir / "speaker_state.safetensors"
     attacks = {
-        BILLION_LAUGHS.replace("kind: state", f"alice:\n  state: {state}").replace("description:", "bob:"): "anchor or alias",
+        BILLION_LAUGHS.replace("kind: state", f"alice:\n  state: {state}").replace("description:", "bob:"): "anchors and aliases",
         "voices:\n" + "".join(f"  v{i}: {{state: x}}\n" for i in range(1001)): "lists 1001 voices; the limit is 1000",
         f"alice: {{state: {state}}}\n# {'x' * (1 << 20)}\n": "larger than 1024 KiB",
-        "a: " + "[" * 20 + "]" * 20: "nests more than 8 levels",
+        "a: " + "[" * 40 + "]" * 40: "nested more than 32 levels",
     }
     caplog.set_level(logging.WARNING, logger="wyoming_lina")
     for text, words in attacks.items():

@@ -27,6 +27,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes
 from ..errors import VoiceError
+from ..safe_yaml import YamlError, load_yaml
 
 VOICES_DIR = "voices"
 VOICE_FILE = "voice.yaml"
@@ -37,6 +38,9 @@ STATE_FILE = "state.safetensors"
 TUNING_DIR = "tuning"
 KINDS = ("prompt", "state", "prompt+state")
 CODES_FORMAT = "wyoming-lina-prompt-codes/1"
+# YAML read by the server on every rescan: read no further (and see safe_yaml: no aliases, depth)
+VOICE_FILE_MAX_BYTES = 32 * 1024  # voice.yaml, settings.yaml: the tools write under 1 KiB
+VOICES_FILE_MAX_BYTES = 1024 * 1024  # a voices file: room for about a thousand voices with transcripts
 
 _STATE_KEY_RE = re.compile(r"layer(\d+)_([kv])")
 
@@ -73,6 +77,22 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_yaml(path: Path, data: dict) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def read_yaml_mapping(path: Path, max_bytes: int = VOICE_FILE_MAX_BYTES, what: str = "the file") -> dict:
+    """A YAML file that must hold a mapping (an empty file is an empty one), read through
+    ``wyoming_lina.safe_yaml``; VoiceError in one line naming the file and the problem otherwise."""
+    try:
+        data = load_yaml(path, max_bytes=max_bytes, what=what)
+    except OSError as err:
+        raise VoiceError(f"cannot read {path}: {err.strerror or err}") from err
+    except YamlError as err:
+        raise VoiceError(str(err)) from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise VoiceError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
+    return data
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -18,9 +18,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import LinaError, VoiceError
-from .files import atomic_write_text
+from .files import atomic_write_text, read_yaml_mapping
 from .problems import printable
-from .safe_yaml import read_yaml_mapping
 from .names import name_key, validate_name
 from .voice import Voice, VoiceInfo
 
@@ -46,7 +45,7 @@ class VoicePreferences:
             if self._cached[0] == key:
                 return self._cached[1]
             try:
-                data = read_yaml_mapping(self.path)
+                data = read_yaml_mapping(self.path, what="settings file")
             except VoiceError as err:
                 _LOGGER.warning("ignoring the settings: %s", printable(err))
                 data = {}

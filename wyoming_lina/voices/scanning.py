@@ -23,12 +23,13 @@ from .files import (
     STATE_FILE,
     TUNING_DIR,
     VOICE_FILE,
+    VOICES_FILE_MAX_BYTES,
     inspect_state_tensors,
     load_tensors,
+    read_yaml_mapping,
 )
 from .metadata import MAX_FILE_VOICES, parse_file_voice, parse_voice_meta, read_text_file
 from .names import name_key, name_problem
-from .safe_yaml import VOICES_FILE_MAX_BYTES, read_yaml_mapping
 
 CONFIG_CACHE_DIR = ".cache"  # prompt-code caches of voices from the YAML file (not a valid voice name)
 FOLDER_FILES = (VOICE_FILE, PROMPT_AUDIO, PROMPT_TEXT, PROMPT_CODES, STATE_FILE)  # a folder's signature
@@ -131,7 +132,7 @@ def _read_folder(folder: Path, signature: tuple, ctx: ScanContext) -> VoiceEntry
         if (folder / TUNING_DIR).is_dir():
             raise VoiceError("tuning is not finished")
         raise VoiceError(f"{VOICE_FILE} is missing from {folder}")
-    meta = parse_voice_meta(read_yaml_mapping(yaml_path), yaml_path, ctx.default_languages)
+    meta = parse_voice_meta(read_yaml_mapping(yaml_path, what="voice file"), yaml_path, ctx.default_languages)
     audio, codes, state = folder / PROMPT_AUDIO, folder / PROMPT_CODES, folder / STATE_FILE
     text = meta.text
     if text is None and (folder / PROMPT_TEXT).is_file():
@@ -166,7 +167,7 @@ def _read_folder(folder: Path, signature: tuple, ctx: ScanContext) -> VoiceEntry
 def read_voices_file(path: Path, data_sig, ctx: ScanContext) -> tuple[dict[str, VoiceEntry], list[tuple[str, str]]]:
     """The voices ``path`` lists, by name key, and the names it skips with why ([(name, message)]).
     Raises VoiceError when the file as a whole cannot be read."""
-    data = read_yaml_mapping(path, VOICES_FILE_MAX_BYTES)
+    data = read_yaml_mapping(path, VOICES_FILE_MAX_BYTES, "voices file")
     if set(data) == {"voices"} and isinstance(data["voices"], dict):
         data = data["voices"]
     if len(data) > MAX_FILE_VOICES:

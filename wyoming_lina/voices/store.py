@@ -38,13 +38,13 @@ from .files import (
     VOICE_FILE,
     VOICES_DIR,
     inspect_state_tensors,
+    read_yaml_mapping,
     save_tensors,
     write_yaml,
 )
 from .making import write_generated, write_prompt, write_state_copy
 from .metadata import VoiceMeta, bounded_source, check_description, parse_languages, parse_voice_meta
 from .names import name_key, validate_name
-from .safe_yaml import read_yaml_mapping
 from .scanning import ScanContext, VoiceEntry
 from .storage import VoiceExistsError, VoiceFolders
 from .transcripts import check_transcript
