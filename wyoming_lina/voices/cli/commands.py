@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ...errors import LinaError, UnknownVoiceError, VoiceError
+from ..problems import printable
 from .support import MakeTranscriber, data_dir, load_codec, load_model, load_tokenizer, open_store, option, transcriber
 
 
@@ -94,8 +95,8 @@ def list_voices(args) -> int:
         return 0
     rows = [("NAME", "KIND", "LANGUAGES", "DESCRIPTION", "STATUS")]
     for i in infos:
-        status = "ok" if i.installed else f"not usable: {i.problem}{_hint_for_problem(store, args, i.name)}"
-        rows.append((i.name, i.kind, ",".join(i.languages), i.description, status))
+        status = "ok" if i.installed else f"not usable: {printable(i.problem)}{_hint_for_problem(store, args, i.name)}"
+        rows.append((i.name, i.kind, ",".join(i.languages), printable(i.description, 80), status))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4])
