@@ -196,6 +196,15 @@ class GraphedStep:
     def graph_count(self) -> int:
         return len(self._graphs)
 
+    def release(self) -> None:
+        """Free the graphs and buffers now (a twin took over). ``_compute`` refers back to this
+        object, so without this the memory would wait for a garbage collection (and after
+        ``gc.freeze()`` never come back)."""
+        self._graphs.clear()
+        self._buffers = None
+        self._pool = None
+        self._compute = None
+
     def keys_for(self, batch: ActiveBatch) -> tuple[int, int, int]:
         cfg = self.config
         return (
