@@ -211,6 +211,40 @@ def bench_streaming(steps: dict[str, float], codec: dict[int, float], text_ms: f
             geometry = f"{cfg.first_window} / {cfg.window} / {cfg.hop} -> {cfg.largest_hop} / {cfg.lookahead}"
             print(f"| {label} | {name} | {geometry} | {cost:.1f} | {first_state:.0f} ms | "
                   f"{first_prompt:.0f} ms | {rtf:.2f} | {margin:.0f} ms |")
+    print("\nEarliest first audio without an underrun (60, 270 and 750 frames, >= 50 ms margin):")
+    for label, ms in steps.items():
+        found = best_streaming(ms, codec, text_ms)
+        if found is None:
+            print(f"- {label}: none (the step is slower than real time once the codec's share is added)")
+            continue
+        _, cfg, runs = found
+        print(f"- {label}: first_window={cfg.first_window}, window={cfg.window}, hop={cfg.hop}, max_hop={cfg.max_hop}, "
+              f"lookahead={cfg.lookahead}: first audio {runs[1][0]:.0f} ms (state voice), real-time factor "
+              + ", ".join(f"{rtf:.2f}" for _, rtf, _ in runs) + ", margin " + ", ".join(f"{m:.0f}" for _, _, m in runs) + " ms")
+
+
+def best_streaming(step_ms: float, codec: dict[int, float], text_ms: float, lengths=(60, 270, 750), safety_ms: float = 50):
+    """The StreamingConfig with the earliest first audio that never underruns (margin >= safety_ms
+    for every utterance length) at this step time, among geometries docs/codec.md found
+    transparent enough (window >= 150, lookahead >= 8, crossfade 2); ties go to the lower
+    real-time factor. None if no geometry keeps up (the step is slower than real time)."""
+    best = None
+    for first in (24, 30, 36, 48, 56, 72):
+        for hop in (12, 16, 24, 32, 48, 72):
+            for max_hop in (None, 48, 96, 144):
+                for window in (150, 225, 300):
+                    for lookahead in (8, 12):
+                        try:
+                            cfg = StreamingConfig(first_window=first, window=window, hop=hop, lookahead=lookahead, max_hop=max_hop)
+                        except ValueError:
+                            continue
+                        runs = [simulate(cfg, n, step_ms + 0.2, codec, text_ms) for n in lengths]
+                        if min(margin for _, _, margin in runs) < safety_ms:
+                            continue
+                        key = (round(runs[1][0], -1), max(rtf for _, rtf, _ in runs))
+                        if best is None or key < best[0]:
+                            best = (key, cfg, runs)
+    return best
 
 
 @torch.inference_mode()
