@@ -72,8 +72,8 @@ class QuantizedMatrix:
     def __init__(self, weight: torch.Tensor):
         w = weight.detach().float()
         n, k = w.shape
-        self.in_features, self.out_features = k, n
-        w = F.pad(w, (0, aligned_width(k) - k, 0, -n % 16))
+        self.in_features, self.out_features, self.padded_in = k, n, aligned_width(k)
+        w = F.pad(w, (0, self.padded_in - k, 0, -n % 16))
         codes1, scales1, values1 = _quantize_4bit(w)
         codes2, scales2, _ = _quantize_4bit(w - values1)
         self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.cat([codes1, codes2], 1), 2)
@@ -81,10 +81,10 @@ class QuantizedMatrix:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x [M, K] (any float dtype) -> x @ W^T [M, N] in bfloat16 (float32 sums)."""
-        x = x.to(ACT_DTYPE)
-        padded = self.scales.shape[0] * GROUP // 2
-        if x.shape[-1] != padded:
-            x = F.pad(x, (0, padded - x.shape[-1]))
+        if x.dtype != ACT_DTYPE:
+            x = x.to(ACT_DTYPE)
+        if x.shape[-1] != self.padded_in:
+            x = F.pad(x, (0, self.padded_in - x.shape[-1]))
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.cat([x, x], -1), self.weight, GROUP, self.scales)
         return y if y.shape[-1] == self.out_features else y[:, : self.out_features]
 
@@ -137,7 +137,7 @@ class _QuantizedGLABlock:
         q = y[:, : c.key_dim].reshape(B * H, 1, dk)
         k = y[:, c.key_dim : 2 * c.key_dim].reshape(B * H, dk, 1)
         v = y[:, 2 * c.key_dim : qkv].reshape(B * H, 1, dv)
-        decay = F.logsigmoid(proj[:, qkv + c.value_dim :].float() + self.gate_bias).div_(GATE_LOGIT_NORMALIZER).exp_()
+        decay = F.logsigmoid(torch.add(self.gate_bias, proj[:, qkv + c.value_dim :])).div_(GATE_LOGIT_NORMALIZER).exp_()
         # S = diag(decay) S + k^T v, then o = (q * scale) S: the outer product and the read-out as bmm
         S = torch.baddbmm(state.S.reshape(B * H, dk, dv) * decay.view(B * H, dk, 1), k, v)  # (B H, dk, dv)
         o = torch.bmm(q, S)  # (B H, 1, dv) without the scale dk^-0.5, which the norm below absorbs
