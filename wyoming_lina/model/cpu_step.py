@@ -9,7 +9,7 @@ arithmetic with each: on a CPU it is bound by moving weights and by PyTorch's pe
   activations and float32 sums), made ONCE from the float32 model at start-up, never shipped;
 - stacks q/k/v/output gate and the folded low-rank decay gate into one matrix per GLA layer,
   and pads the SwiGLU hidden size so its two halves come out of one product;
-- writes the GLA block for one frame as ~35 ops (one conv window for q, k and v together,
+- writes the GLA block for one frame as ~40 ops (one conv window for q, k and v together,
   the recurrence as a multiply and two batched matmuls).
 
 Norms, convolutions, the recurrence, the cross-attention and the state stay float32, and the
