@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from wyoming_lina.server import options
-from wyoming_lina.server.options import DEFAULT_CONFIG, build_parser, parse_args, subparser
+from wyoming_lina.server.options import DEFAULT_CONFIG, build_command_line, build_parser, parse_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -147,10 +147,11 @@ def test_shipped_config_documents_every_option_with_its_default(monkeypatch):
     assert yaml.safe_load(text) is None, "the shipped config must only hold comments (no second set of defaults)"
     uncommented = "\n".join(line[2:] for line in text.splitlines() if re.match(r"# [a-z][a-z-]*: ", line))
     documented = {k.replace("-", "_"): v for k, v in yaml.safe_load(uncommented).items()}
-    serve = subparser(build_parser(), "serve")
-    wanted = {a.dest for a in serve._actions if a.option_strings and a.dest not in ("help", "version", "config")}
+    line = build_command_line()
+    serve, serve_options = line.commands["serve"], line.options["serve"]
+    wanted = {dest for dest in serve_options if dest not in ("help", "version", "config")}
     assert wanted <= set(documented), f"undocumented options: {sorted(wanted - set(documented))}"
-    values = options.config_values(serve, {k: v for k, v in documented.items() if k in wanted}, wanted)
+    values = options.config_values(serve_options, {k: v for k, v in documented.items() if k in wanted}, wanted)
     for dest in wanted:
         default = serve.get_default(dest)
         assert values[dest] == default, f"{dest}: config/lina.yaml says {values[dest]!r}, the default is {default!r}"
@@ -167,4 +168,4 @@ def test_voice_command_is_wired():
     args = parse_args(["voice", "list"])
     assert args.command == "voice" and args.voice_command == "list"
     assert isinstance(args.data_dir, Path)
-    assert isinstance(subparser(build_parser(), "voice"), argparse.ArgumentParser)
+    assert isinstance(build_command_line().commands["voice"], argparse.ArgumentParser)

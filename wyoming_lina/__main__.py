@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import LinaError, NoAudioError, os_error_line
 from .server.app import ListenError
 from .server.discovery import DiscoveryError
-from .server.options import RuntimeConfigError, parse_args
+from .server.options import RuntimeConfigError, parse_args, usable_cores
 
 _LOGGER = logging.getLogger("wyoming_lina")
 
@@ -70,13 +70,15 @@ def _serve(args) -> int:
     async def load() -> None:
         """Model, default voice, engine (in a thread: the event loop goes on answering), then the
         studio and the warm-up; runs as long as the server does."""
-        from .server.runtime import start_warm_up
+        from .server.runtime import warm_up
 
         runtime, _, synthesizer = await _in_thread(_build, args, store)
         loaded["runtime"] = runtime
+        warming = warm_up(runtime.engine, service.state)
+        await _in_thread(warming.measure_cpu)  # (a CPU's speed, before traffic: about a second)
         runtime.engine.start()
         service.provide(synthesizer)
-        start_warm_up(runtime.engine, service.state)
+        warming.start()
         if args.http_port:
             loaded["studio"] = _studio(args, runtime.device, store, synthesizer, metrics, service)
             await loaded["studio"].start()
@@ -227,11 +229,15 @@ def _build(args, store):
         args.device, cuda_available=torch.cuda.is_available(), cuda_count=torch.cuda.device_count()
     )
     dtype = choose_dtype(args.dtype, device)
+    threads = args.threads or usable_cores()
+    torch.set_num_threads(threads)
     if device == "cpu":
         _LOGGER.warning(
-            "RUNNING ON CPU: no CUDA GPU is in use. Speech will be much slower than real time; "
-            "for Home Assistant use an NVIDIA GPU (README: GPU and Docker)."
-        )
+            "RUNNING ON CPU: no CUDA GPU is in use (%d threads, %s decode step). Its speed is measured "
+            "once the model is loaded and logged (\"CPU speed\"): whether it keeps up with real time "
+            "depends on this machine; an NVIDIA GPU is many times faster (README: GPU and Docker).",
+            threads, "quantized" if args.cpu_quant == "q8" else "float32",
+        )  # fmt: skip
     print(LICENCE_NOTICE, file=sys.stderr, flush=True)
     files = resolve_model_files(
         args.data_dir,
@@ -242,6 +248,7 @@ def _build(args, store):
         trust_checkpoints=args.trust_checkpoints,
     )
     limits = {key: getattr(args, key) for key in ("max_batch", "max_queue") if hasattr(args, key)}
+    limits["cpu_quant"] = args.cpu_quant
     runtime = load_runtime(files, device, dtype, **limits)
     store.attach(codec=runtime.codec, model=runtime.model, tokenizer=runtime.tokenizer)
     # The built-in voice is made once (a few seconds of generation) unless --voice chooses another.

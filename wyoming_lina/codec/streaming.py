@@ -244,10 +244,12 @@ class CodecStream:
         return out
 
 
-def stream_schedule(num_codes: int, config: StreamingConfig) -> list[tuple[int, int, int, int]]:
+@functools.lru_cache(maxsize=4096)
+def stream_schedule(num_codes: int, config: StreamingConfig) -> tuple[tuple[int, int, int, int], ...]:
     """(start, end, emit_start, emit_end) of every window when codes arrive one by one.
 
-    For docs and benchmarks: how many decodes an utterance costs and where its audio comes from.
+    For docs, benchmarks and the CPU's choice of windows (engine/cpu_speed.py): how many decodes an
+    utterance costs and where its audio comes from. Cached: a geometry's schedule never changes.
     """
     stream = CodecStream(config)
     spans = []
@@ -258,7 +260,7 @@ def stream_schedule(num_codes: int, config: StreamingConfig) -> list[tuple[int, 
         while (w := stream.next_window(final=final)) is not None:
             spans.append((w.start, w.start + w.size, w.emit_start, w.emit_end))
             stream.take(w, np.zeros(w.size * stream.hop_length, np.float32))
-    return spans
+    return tuple(spans)
 
 
 def decode_cost(num_codes: int, config: StreamingConfig) -> float:

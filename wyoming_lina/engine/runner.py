@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,8 @@ from .prefill import Prefiller
 from .rows import Row
 from .sampling import sample_tokens
 from .settings import EngineSettings
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,29 @@ class Runner:
 
 
 class PlainRunner(Runner):
-    """The plain step (CPU): one step, one host sync, its tokens at once."""
+    """The plain step (CPU): one step, one host sync, its tokens at once. With ``cpu_quant="q8"``
+    the step runs on quantized weights (``QuantizedStep``, made once here); text encoding and the
+    prompt prefill stay on the float32 model."""
+
+    def __init__(self, model: LinaModel, settings: EngineSettings):
+        super().__init__(model, settings)
+        self.quantized = None
+        if settings.cpu_quant == "q8":
+            from ..model.cpu_step import QuantizedStep, quantized_kernel_available
+
+            if quantized_kernel_available() and model.device.type == "cpu":
+                self.quantized = QuantizedStep(model)
+            else:
+                _LOGGER.warning("no quantized CPU kernel in PyTorch %s: the float32 step runs", torch.__version__)
+
+    @property
+    def step(self):
+        """The step function: the quantized one, or the model's (float32)."""
+        return self.quantized.step if self.quantized is not None else self.model.step
 
     def launch(self, batch: ActiveBatch) -> list[StepTokens]:
         rows = batch.rows
-        logits, batch.state = self.model.step(batch.ctx, batch.next_tokens, batch.state)
+        logits, batch.state = self.step(batch.ctx, batch.next_tokens, batch.state)
         tokens = sample_tokens(
             logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, batch.max_k, batch.min_frames
         )

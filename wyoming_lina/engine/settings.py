@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..defaults import MAX_BATCH, MAX_QUEUE
+from ..defaults import CPU_QUANT, MAX_BATCH, MAX_QUEUE
 from .codec_graphs import capped_buckets
 from .graphed_step import GraphConfig
 
@@ -29,6 +29,7 @@ class EngineSettings:
     pipeline_depth: int = 1  # graphed: most steps queued on the device ahead of the host
     rows_per_queued_step: int = 8  # graphed: one more queued step per this many rows
     oom_recovery_iterations: int = 200  # good iterations before the batch cap doubles again
+    cpu_quant: str = "none"  # the CPU's decode step: "q8" (model/cpu_step.py, ~8-bit weights) or "none" (float32)
 
     def __post_init__(self):
         if self.max_waiting_per_owner is None and _positive(self.max_queue):
@@ -46,6 +47,8 @@ class EngineSettings:
             "oom_recovery_iterations",
         )
         problems = [f"{name} must be a positive integer, got {getattr(self, name)!r}" for name in positive if not _positive(getattr(self, name))]
+        if self.cpu_quant not in CPU_QUANT:
+            problems.append(f"cpu_quant must be one of {', '.join(CPU_QUANT)}, got {self.cpu_quant!r}")
         if self.graphs is not None and self.max_batch > self.graphs.batch_buckets[-1]:
             problems.append(f"max_batch {self.max_batch} exceeds the largest graph bucket {self.graphs.batch_buckets[-1]}")
         if problems:

@@ -1,19 +1,16 @@
 """Text + voice name in, ordered 16-bit PCM out: the one entry point the server uses.
 
-Text is split into sentences (also when it arrives in fragments), each sentence normalised,
-tokenised and submitted to the engine as its own row as soon as it is complete, so the
-sentences of one request generate in parallel; audio is delivered strictly in order with a
-short pause between sentences.
-
-Each sentence's length is bounded by its text and the voice's speaking rate
-(``engine.lengths``). A sentence that still yields less than its floor (the engine failed it)
-is tried once more with the next seed; if that fails too the request fails with
-``NoAudioError``: a voice assistant must never answer with silence and no error.
+A request's text becomes a ``SynthesisStream`` (text_stream.py): sentences cut as the text
+arrives, normalised, tokenised and generated a window at a time, audio in order. Here: which
+voice, and how one normalised piece becomes a job: its token ids (with a prompt voice's
+transcript in front) and its length bounds from its characters and the voice's speaking rate
+(``engine.lengths``). A piece that still yields less than its floor (the engine failed it) is
+tried once more with the next seed (``retry_job``), then the request fails with ``NoAudioError``:
+a voice assistant must never answer with silence and no error.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 import logging
@@ -24,13 +21,13 @@ from typing import AsyncIterator, Protocol
 import numpy as np
 
 from ..defaults import MAX_SENTENCE_CHARS
-from ..errors import NoAudioError, SynthesisError, TextTooLongError, UnsupportedTextError
-from ..text import LinaTokenizer, SentenceChunker, has_content, name_characters, normalize_text, prepare_sentence
+from ..text import LinaTokenizer, normalize_text, prepare_sentence
 from ..voices.voice import Voice, VoiceInfo
 from .job import GenerationJob, JobHandle
 from .lengths import FRAMES_PER_SECOND, frame_bounds, speaking_rate, spoken_chars
 from .loop import Engine
 from .sampling import SamplingOptions
+from .text_stream import SynthesisStream
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,10 +50,6 @@ class SynthesisSettings:
     sampling: SamplingOptions = SamplingOptions()
 
 
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
 class Synthesizer:
     def __init__(self, engine: Engine, tokenizer: LinaTokenizer, voices: VoiceSource, settings: SynthesisSettings):
         self.engine = engine
@@ -76,7 +69,7 @@ class Synthesizer:
 
     def open_stream(
         self, voice: Voice | str | None = None, sampling: SamplingOptions | None = None, owner: object = None
-    ) -> "SynthesisStream":
+    ) -> SynthesisStream:
         """A stream for a voice object (already resolved) or a voice name (None: the default);
         ``owner`` (e.g. the client's connection) for the engine's fair admission."""
         if not isinstance(voice, Voice):
@@ -146,140 +139,3 @@ class Synthesizer:
         while len(self._voice_text) > 64:
             self._voice_text.popitem(last=False)
         return text, rate
-
-
-@dataclass(eq=False)
-class _Sentence:
-    """One piece of the request's text: its job, and its handle once submitted."""
-
-    job: GenerationJob
-    handle: JobHandle | None = None
-
-
-class SynthesisStream:
-    """One request's text (whole or in fragments) -> its audio, in order.
-
-    ``add_text`` may be called many times; every completed sentence is queued at once, and up to
-    ``max_sentences_ahead`` of them generate in parallel (the next one is submitted when one has
-    played): a long text cannot fill the engine's queue, and audio still comes in order.
-    ``finish`` queues the rest. Iterate the stream for int16 chunks; ``cancel`` frees rows.
-    ``owner`` identifies the client to the engine's fair admission (default: this request).
-    """
-
-    def __init__(self, synth: Synthesizer, voice: Voice, sampling: SamplingOptions, owner: object = None):
-        self.synth = synth
-        self.voice = voice
-        self.sampling = sampling
-        self.owner = owner if owner is not None else self
-        self.chunker = SentenceChunker(max_chars=synth.settings.max_sentence_chars)
-        self.chars = 0
-        self.sentences = 0
-        self._content = False  # the text had something besides spaces and punctuation
-        self._seen: list[str] = []  # (its first characters, to name what could not be said)
-        self._queue: asyncio.Queue[_Sentence | None] = asyncio.Queue()  # in order, for the player
-        self._unsubmitted: collections.deque[_Sentence] = collections.deque()
-        self._generating = 0  # submitted and not yet played out
-        self._all: list[JobHandle] = []
-        self._finished = False
-        self._cancelled = False
-
-    def add_text(self, text: str) -> None:
-        self.chars += len(text)
-        limit = self.synth.settings.max_text_chars
-        if self.chars > limit:
-            raise TextTooLongError(f"text is longer than the limit of {limit} characters")
-        if not self._content and has_content(text):
-            self._content = True
-        if len(self._seen) < 200:
-            self._seen.append(text[:200])
-        for sentence in self.chunker.add(text):
-            self._add(sentence)
-
-    def finish(self) -> None:
-        """Queue the rest of the text. UnsupportedTextError when the text had content but none
-        of it can be spoken (only other scripts or emoji): an answer of silence is never a success."""
-        if not self._finished:
-            self._finished = True
-            for sentence in self.chunker.finish():
-                self._add(sentence)
-            self._queue.put_nowait(None)
-            if self._content and not self.sentences:
-                raise UnsupportedTextError(
-                    f"nothing in this text can be spoken; the model cannot say {name_characters(''.join(self._seen))}"
-                )
-
-    def _add(self, sentence: str) -> None:
-        try:
-            jobs = self.synth.jobs_for(sentence, self.voice, self.sampling, owner=self.owner)
-        except UnsupportedTextError as err:
-            _LOGGER.warning("skipping a sentence the model cannot say: %s", err)
-            return
-        for job in jobs:
-            item = _Sentence(job)
-            self.sentences += 1
-            self._unsubmitted.append(item)
-            self._queue.put_nowait(item)
-        self._submit_ahead()
-
-    def _submit_ahead(self) -> None:
-        """Submit queued sentences while fewer than ``max_sentences_ahead`` are generating."""
-        while self._unsubmitted and not self._cancelled and self._generating < self.synth.settings.max_sentences_ahead:
-            item = self._unsubmitted.popleft()
-            item.handle = self._start(item.job)
-            self._generating += 1
-
-    def _start(self, job: GenerationJob) -> JobHandle:
-        handle = self.synth.submit(job)
-        self._all.append(handle)
-        return handle
-
-    def cancel(self) -> None:
-        """Drop every row of this stream; iteration ends (nothing more is submitted)."""
-        self._cancelled = True
-        self._unsubmitted.clear()
-        for handle in self._all:
-            handle.cancel()
-        if not self._finished:
-            self._finished = True
-            self._queue.put_nowait(None)
-
-    async def __aiter__(self) -> AsyncIterator[np.ndarray]:
-        silence = np.zeros(int(self.synth.settings.sentence_silence * self.synth.sample_rate), dtype=np.int16)
-        first = True
-        try:
-            while (item := await self._queue.get()) is not None:
-                if self._cancelled:
-                    break
-                if not first and len(silence):
-                    yield silence
-                first = False
-                self._submit_ahead()  # (a sentence queued while the window was full)
-                try:
-                    async for samples in self._sentence_audio(item):
-                        yield samples
-                finally:
-                    self._generating -= 1
-                self._submit_ahead()
-        finally:
-            self.cancel()
-
-    async def _sentence_audio(self, item: _Sentence) -> AsyncIterator[np.ndarray]:
-        """One sentence's int16 audio; retried once (next seed) if it yields less than its floor."""
-        job, handle = item.job, item.handle
-        floor = job.min_frames * self.synth.engine.decoder.samples_per_frame
-        for attempt in range(2):
-            samples, failure = 0, None
-            try:
-                async for chunk in handle:
-                    samples += len(chunk)
-                    yield to_int16(chunk)
-            except SynthesisError as err:  # the engine failed this row (not a limit or overload)
-                failure = err
-            if handle.cancelled or (failure is None and samples >= max(floor, 1)):
-                return
-            reason = f"failed ({failure})" if failure is not None else f"gave {samples} samples (floor {floor})"
-            if attempt == 0:
-                _LOGGER.warning("a sentence %s; trying it once more with the next seed", reason)
-                job = self.synth.retry_job(job)
-                handle = self._start(job)
-        raise NoAudioError(f"the model produced no audio for a sentence, twice (last attempt {reason})")

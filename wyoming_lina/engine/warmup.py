@@ -36,6 +36,7 @@ class WarmUp:
         self.stage = "starting"
         self.done = threading.Event()
         self.error: BaseException | None = None
+        self.speed = None  # CpuSpeed, measured on a CPU
         self._started = time.monotonic()
 
     def start(self) -> WarmUp:
@@ -61,11 +62,34 @@ class WarmUp:
         finally:
             self.done.set()
 
+    def measure_cpu(self) -> None:
+        """On a CPU, time the step and the codec (about a second), before the engine serves: a
+        measurement beside traffic would measure the traffic."""
+        from .cpu_speed import measure
+
+        engine = self.engine
+        if engine.model.device.type == "cpu":
+            self.speed = self._on_engine(measure, engine.model, engine.runner.step, engine.decoder.codec)
+
+    def tune_for_the_cpu(self) -> None:
+        """Choose the streaming windows from the measured speed (here: a few seconds of
+        simulation) and say how fast this machine speaks."""
+        from .cpu_speed import choose_streaming, describe
+
+        engine = self.engine
+        if self.speed is None:
+            self.measure_cpu()
+        config, keeps_up = choose_streaming(self.speed)
+        engine.decoder.config = config  # streams opened from now on
+        (_LOGGER.info if keeps_up else _LOGGER.warning)("%s", describe(self.speed, config, keeps_up))
+
     def prepare(self) -> None:
         runner, decoder = self.engine.runner, self.engine.decoder
         keys = runner.graph_keys()
         if not keys:
-            self._reach("plain", "the plain step serves (nothing to prepare on this device)")
+            if self.engine.model.device.type == "cpu":
+                self.tune_for_the_cpu()
+            self._reach("plain", "the plain step serves (nothing to compile on this device)")
             return
         self._on_engine(runner.allocate)
         for key in keys:

@@ -35,7 +35,8 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from ..engine.synthesizer import SynthesisStream, Synthesizer
+from ..engine.synthesizer import Synthesizer
+from ..engine.text_stream import SynthesisStream
 from ..errors import LinaError, OverloadedError, ShuttingDownError, SynthesisError
 from .frames import BadFrame, ClientTimeout, next_event
 from .info import InfoBuilder

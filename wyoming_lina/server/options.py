@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..defaults import MAX_BATCH, MAX_QUEUE
+from ..defaults import CPU_QUANT, MAX_BATCH, MAX_QUEUE
 from ..data_dir import DATA_DIR_ENV, default_data_dir
 from ..safe_yaml import YamlError, load_yaml
 
@@ -63,8 +65,40 @@ def _port(value: str) -> int:
     return number
 
 
+class Options:
+    """A command's parser (or one of its groups) that remembers the options added to it, as
+    ``add_argument`` returns them: the YAML reader converts values exactly as the command line
+    does, and argparse keeps its own list of them private."""
+
+    def __init__(self, target, actions: dict[str, argparse.Action]):
+        self.target = target
+        self.actions = actions
+
+    def add_argument(self, *flags, **kwargs) -> argparse.Action:
+        action = self.target.add_argument(*flags, **kwargs)
+        if action.option_strings:
+            self.actions[action.dest] = action
+        return action
+
+    def add_argument_group(self, title: str) -> Options:
+        return Options(self.target.add_argument_group(title), self.actions)
+
+
+@dataclass
+class CommandLine:
+    """The whole command line: the parser, each command's parser, and each command's options."""
+
+    parser: argparse.ArgumentParser
+    commands: dict[str, argparse.ArgumentParser] = field(default_factory=dict)
+    options: dict[str, dict[str, argparse.Action]] = field(default_factory=dict)
+
+    def command(self, subparsers, name: str, **kwargs) -> Options:
+        self.commands[name] = subparsers.add_parser(name, **kwargs)
+        return Options(self.commands[name], self.options.setdefault(name, {}))
+
+
 # --- option groups shared by subcommands ----------------------------------------------------
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: Options) -> None:
     parser.add_argument("--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)")
     parser.add_argument(
         "--data-dir", type=_path, default=default_data_dir(), help=f"models and voices live here (default: %(default)s; ${DATA_DIR_ENV} sets it)"
@@ -73,7 +107,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", default=LOG_FORMAT, help="Python logging format")
 
 
-def _model(parser: argparse.ArgumentParser) -> None:
+def _model(parser: Options) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     group.add_argument(
@@ -88,9 +122,28 @@ def _model(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow full unpickling of the local .ckpt files given above (only for files you trust)",
     )
+    group.add_argument(
+        "--threads",
+        type=_int_between(1, 1024),
+        help="CPU threads for the model (default: every core this process may use)",
+    )
+    group.add_argument(
+        "--cpu-quant",
+        default="q8",
+        choices=CPU_QUANT,
+        help="the decode step on a CPU: q8 (~8-bit weights, docs/cpu.md) or none (float32, exactly the model)",
+    )
 
 
-def _synthesis(parser: argparse.ArgumentParser) -> None:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's --cpuset-cpus)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _synthesis(parser: Options) -> None:
     group = parser.add_argument_group("synthesis")
     group.add_argument("--voice", help="default voice when a request names none (default: the built-in voice)")
     group.add_argument("--voices-file", type=_path, help="YAML file listing voices kept outside the data dir")
@@ -120,13 +173,18 @@ def _synthesis(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
+    return build_command_line(with_voice).parser
+
+
+def build_command_line(with_voice: bool = True) -> CommandLine:
     """The whole command line. ``with_voice=False`` leaves the ``voice`` command as a stub, so
     the other commands (and --help) start without importing the voice tools (and torch)."""
     parser = argparse.ArgumentParser(prog="wyoming-lina", description="Lina-Speech text to speech over Wyoming")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    line = CommandLine(parser)
 
-    serve = commands.add_parser("serve", help="run the Wyoming server")
+    serve = line.command(commands, "serve", help="run the Wyoming server")
     serve.add_argument("--version", action="version", version=__version__)
     _common(serve)
     _model(serve)
@@ -199,11 +257,11 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
         "--asr-uri", help="your Wyoming speech-to-text server (tcp://HOST:PORT), for transcripts of voice clips"
     )
 
-    download = commands.add_parser("download", help="download and convert the model files into the data dir")
+    download = line.command(commands, "download", help="download and convert the model files into the data dir")
     _common(download)
     download.add_argument("--keep-downloads", action="store_true", help="keep the original checkpoints after converting")
 
-    speak = commands.add_parser("speak", help="say a text into a WAV file")
+    speak = line.command(commands, "speak", help="say a text into a WAV file")
     speak.add_argument("text", help="what to say")
     speak.add_argument("-o", "--output", required=True, help="WAV file to write, or - for stdout")
     _common(speak)
@@ -213,32 +271,21 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
     # The voice store's commands (wyoming_lina/voices/cli.py). They read the data dir and the
     # voices file from here too: the same defaults, and the same YAML file, as the server.
     if not with_voice:
-        commands.add_parser("voice", help="manage voices: add, list, show, remove, tune")
-        return parser
+        line.command(commands, "voice", help="manage voices: add, list, show, remove, tune")
+        return line
     from ..voices.cli import add_voice_parser
 
-    voice = add_voice_parser(commands)
     config_help = f"YAML file with option values (default: {DEFAULT_CONFIG} if present)"
-    voice.add_argument("--config", type=_path, help=config_help)
-    # ... before or after the sub-command (`voice --config X list` = `voice list --config X`),
-    # as the model-file options are (SUPPRESS: a sub-command never resets what was given before it)
-    for action in voice._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                sub.add_argument("--config", type=_path, default=argparse.SUPPRESS, help=config_help)
-    voice.set_defaults(data_dir=default_data_dir(), debug=False, log_format=LOG_FORMAT)
-    return parser
+    voice_options = line.options.setdefault("voice", {})
 
+    def with_config(command: argparse.ArgumentParser) -> None:
+        # --config before or after the sub-command (`voice --config X list` = `voice list --config X`),
+        # as the model-file options (SUPPRESS: a sub-command never resets what was given before it)
+        Options(command, voice_options).add_argument("--config", type=_path, default=argparse.SUPPRESS, help=config_help)
 
-def _has_option(parser: argparse.ArgumentParser, dest: str) -> bool:
-    return any(action.dest == dest for action in parser._actions)
-
-
-def subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[command]
-    raise KeyError(command)
+    voice = line.commands["voice"] = add_voice_parser(commands, each_command=with_config)
+    voice.set_defaults(data_dir=default_data_dir(), debug=False, log_format=LOG_FORMAT, config=None)
+    return line
 
 
 class RuntimeConfigError(ValueError):
@@ -269,7 +316,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def config_values(
-    parser: argparse.ArgumentParser, data: dict[str, Any], known: set[str], source: str = "config"
+    options: dict[str, argparse.Action], data: dict[str, Any], known: set[str], source: str = "config"
 ) -> dict[str, Any]:
     """Convert YAML values into defaults for ``parser``'s options.
 
@@ -277,7 +324,7 @@ def config_values(
     error; a key that another command knows but this one does not is skipped. Values are
     checked as the command line would check them.
     """
-    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "version", "config")}
+    actions = {dest: a for dest, a in options.items() if dest not in ("help", "version", "config")}
     out: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in data.items():
@@ -294,7 +341,7 @@ def config_values(
 
 
 def _convert(action: argparse.Action, value: Any, where: str) -> Any:
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+    if action.nargs == 0 and isinstance(action.const, bool):  # store_true / store_false
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
@@ -316,19 +363,20 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
     return converted
 
 
-def parse_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line over the YAML config over the defaults, then validate."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = parser or build_parser(with_voice=argv[:1] == ["voice"])
+    line = build_command_line(with_voice=argv[:1] == ["voice"])
+    parser = line.parser
     args = parser.parse_args(argv)
-    command = subparser(parser, args.command)
+    command = line.commands[args.command]
     config_path = getattr(args, "config", None)
-    if config_path is None and _has_option(command, "config") and DEFAULT_CONFIG.is_file():
+    if config_path is None and "config" in line.options.get(args.command, {}) and DEFAULT_CONFIG.is_file():
         config_path = DEFAULT_CONFIG
     if config_path is not None:
-        known = {a.dest for name in ("serve", "download", "speak") for a in subparser(parser, name)._actions}
+        known = {dest for name in ("serve", "download", "speak") for dest in line.options[name]}
         # The voice commands share only where the voices are (read as the server reads them).
-        reader = subparser(parser, "serve") if args.command == "voice" else command
+        reader = line.options["serve" if args.command == "voice" else args.command]
         try:
             values = config_values(reader, read_config(config_path), known, str(config_path))
         except ConfigError as err:

@@ -151,12 +151,13 @@ def cache_environment(data_dir: Path, environ: dict) -> dict[str, str]:
     return {key: value for key, value in wanted.items() if key not in environ}
 
 
-def start_warm_up(engine: Engine, state: ServingState) -> WarmUp:
-    """Prepare the engine's fast paths on a thread of their own while it serves (engine/warmup.py)."""
+def warm_up(engine: Engine, state: ServingState) -> WarmUp:
+    """The engine's warm-up (engine/warmup.py), reporting its stages to ``state``: call
+    ``measure_cpu`` before the engine serves, ``start`` once it does."""
 
     def reached(stage: str) -> None:
         state.step = stage
         if stage in ("plain", "compiled"):
             state.phase = "warm"
 
-    return WarmUp(engine, on_stage=reached).start()
+    return WarmUp(engine, on_stage=reached)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ...data_dir import ensure_writable
@@ -39,15 +40,16 @@ _MODEL_OPTIONS = (
 _ASR_HELP = "Wyoming speech-to-text server (tcp://HOST:PORT) that transcribes clips and recordings"
 
 
-def add_voice_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the ``voice`` command (with its sub-commands) to a main parser's subparsers."""
+def add_voice_parser(subparsers, each_command: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+    """Add the ``voice`` command (with its sub-commands) to a main parser's subparsers;
+    ``each_command(parser)`` is called for it and each sub-command (options they all take)."""
     parser = subparsers.add_parser(
         "voice",
         help="manage voices: add, list, show, remove, tune",
         description="Manage the voices in the data dir (see docs/voices.md).",
     )
     parser.set_defaults(voice_prog="wyoming-lina voice")
-    return build_voice_parser(parser)
+    return build_voice_parser(parser, each_command)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -61,8 +63,10 @@ def _path(value: str) -> Path:
     return Path(value).expanduser()
 
 
-def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Give ``parser`` the voice sub-commands and options."""
+def build_voice_parser(
+    parser: argparse.ArgumentParser, each_command: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.ArgumentParser:
+    """Give ``parser`` the voice sub-commands and options (and ``each_command``'s, to it and each)."""
     _add_model_options(parser)
     sub = parser.add_subparsers(dest="voice_command", metavar="COMMAND")
     sub.required = True
@@ -118,6 +122,9 @@ def build_voice_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
     for command in (add, lst, show, remove, tune):
         _add_model_options(command)
+    if each_command is not None:
+        for command in (parser, add, lst, show, remove, tune):
+            each_command(command)
     return parser
 
 

@@ -1,0 +1,141 @@
+"""How fast this CPU speaks, measured at start-up, and the streaming windows that suit it.
+
+On a CPU the codec decodes inside the engine's loop, between steps, so a window geometry that
+is right on a GPU (hops doubling to 144 frames: it needs generation at 2x real time) underruns
+here, and one that decodes often costs generation speed. ``measure`` times the decode step and
+the codec on this machine; ``choose_streaming`` simulates one stream for every geometry that
+docs/codec.md found transparent and keeps the one with the lowest real-time factor that never
+runs dry and gives the first audio of a state voice within 800 ms. The log line says plainly
+whether this machine is faster than real time, and by how much.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..codec.streaming import StreamingConfig, stream_schedule
+from ..defaults import FRAMES_PER_SECOND
+from ..model import BOS
+
+FRAME_MS = 1000.0 / FRAMES_PER_SECOND
+SAMPLING_MS = 0.2  # per step, beside the model (sampling, bookkeeping)
+SENTENCE_FRAMES = 270  # a typical 3.6 s sentence, for the reported real-time factor
+
+
+@dataclass(frozen=True)
+class CpuSpeed:
+    threads: int
+    step_ms: float  # one decode step for one row
+    codec_call_ms: float  # a codec decode call, beside its frames
+    codec_frame_ms: float  # per decoded frame
+    text_ms: float  # text encoding of a sentence
+
+    def decode_ms(self, frames: int) -> float:
+        return self.codec_call_ms + self.codec_frame_ms * frames
+
+
+def simulate(config: StreamingConfig, frames: int, speed: CpuSpeed, start_ms: float) -> tuple[float, float, float]:
+    """One stream on the CPU engine: (first audio ms, real-time factor, smallest margin ms between a
+    window's audio being ready and playback needing it; < 0 is an underrun)."""
+    step = speed.step_ms + SAMPLING_MS
+    now, produced, playback_end, first, margin = start_ms, 0, 0.0, None, float("inf")
+    for start, end, emit_start, emit_end in stream_schedule(frames, config):
+        if end > produced:
+            now += (end - produced) * step
+            produced = end
+        now += speed.decode_ms(end - start)
+        if first is None:
+            first, playback_end = now, now
+        else:
+            margin = min(margin, playback_end - now)
+            playback_end = max(playback_end, now)
+        playback_end += (emit_end - emit_start) * FRAME_MS
+    return first, (now - start_ms) / (frames * FRAME_MS), margin
+
+
+def candidates():
+    """The geometries tried: enough to span fast to slow machines (bench/bench_cpu.py searched a
+    wider grid; these kept every winner it found), few enough to search in well under a second."""
+    for first in (24, 36, 48, 72):
+        for hop in (16, 24, 48, 72):
+            for max_hop in (None, 96, 144):
+                for window in (150, 225):
+                    try:
+                        yield StreamingConfig(first_window=first, window=window, hop=hop, lookahead=8, max_hop=max_hop)
+                    except ValueError:
+                        continue
+
+
+def choose_streaming(
+    speed: CpuSpeed, lengths=(60, SENTENCE_FRAMES, 750), safety_ms: float = 50.0, max_first_audio_ms: float = 800.0
+) -> tuple[StreamingConfig, bool]:
+    """Among the geometries that never underrun (margin >= safety_ms for every utterance length)
+    and give the first audio of a state voice within max_first_audio_ms: the earliest first audio
+    among those within 0.05 of the lowest real-time factor (a fast machine gets its audio sooner,
+    a slow one the fewest decodes). When none keeps up (the machine is slower than real time),
+    the lowest real-time factor. Returns (config, whether it keeps up)."""
+    kept, fallback = [], None
+    for config in candidates():
+        time.sleep(0)  # a search beside a serving engine: let the other threads have the interpreter
+        runs = [simulate(config, n, speed, speed.text_ms) for n in lengths]
+        rtf, first = max(r for _, r, _ in runs), runs[1][0]
+        if fallback is None or (rtf, first) < fallback[0]:
+            fallback = ((rtf, first), config)
+        if min(m for _, _, m in runs) >= safety_ms and first <= max_first_audio_ms:
+            kept.append((rtf, first, config))
+    if not kept:
+        return fallback[1], False
+    lowest = min(rtf for rtf, _, _ in kept)
+    near = [(first, rtf, config) for rtf, first, config in kept if rtf <= lowest + 0.05]
+    return min(near, key=lambda k: k[:2])[2], True
+
+
+def _median_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def measure(model, step, codec, steps: int = 24) -> CpuSpeed:
+    """Time ``step`` (the engine's CPU step: ``model.step`` or the quantized one) for one row over
+    a sentence-long text, two codec window sizes, and the text encoder (a few seconds)."""
+    text = torch.full((1, 60), 40, dtype=torch.long)
+    text[0, 0] = BOS
+    ctx = model.encode_text(text)
+    state, token = model.init_state(1), torch.tensor([BOS])
+
+    def one_step() -> None:
+        nonlocal state
+        _, state = step(ctx, token, state)
+
+    one_step()  # first-use costs
+    step_ms = _median_ms(one_step, steps)
+    small, large = 36, 150
+    codes = torch.randint(0, codec.codebook_size, (1, large))
+    codec.decode(codes[:, :small], check=False)
+    small_ms = _median_ms(lambda: codec.decode(codes[:, :small], check=False), 3)
+    large_ms = _median_ms(lambda: codec.decode(codes[:, :large], check=False), 3)
+    per_frame = max(0.0, (large_ms - small_ms) / (large - small))
+    text_ms = _median_ms(lambda: model.encode_text(text), 3)
+    return CpuSpeed(torch.get_num_threads(), step_ms, max(0.0, small_ms - per_frame * small), per_frame, text_ms)
+
+
+def describe(speed: CpuSpeed, config: StreamingConfig, keeps_up: bool) -> str:
+    """The start-up line: how fast, faster or slower than real time, and the windows chosen."""
+    first, rtf, _ = simulate(config, SENTENCE_FRAMES, speed, speed.text_ms)
+    verdict = f"faster than real time ({1 / rtf:.2f}x)" if rtf < 1 else f"SLOWER than real time ({rtf:.2f}x the audio's length)"
+    pauses = "" if keeps_up else "; long sentences will pause while they are generated"
+    return (
+        f"CPU speed ({speed.threads} threads): a step takes {speed.step_ms:.1f} ms (a frame is {FRAME_MS:.1f} ms of speech), "
+        f"the codec {speed.codec_frame_ms:.2f} ms per frame: {verdict} for a {SENTENCE_FRAMES / FRAMES_PER_SECOND:.1f} s "
+        f"sentence, first audio after about {first:.0f} ms{pauses}. Streaming windows: first {config.first_window}, "
+        f"window {config.window}, hop {config.hop}{f' to {config.max_hop}' if config.max_hop else ''}, lookahead {config.lookahead}"
+    )
