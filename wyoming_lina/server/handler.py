@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.audio import AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe
@@ -37,6 +37,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from ..engine.synthesizer import SynthesisStream, Synthesizer
 from ..errors import LinaError, OverloadedError, ShuttingDownError, SynthesisError
+from .audio_frames import audio_frames
 from .frames import BadFrame, ClientTimeout, next_event
 from .info import InfoBuilder
 from .metrics import ServerMetrics
@@ -123,6 +124,7 @@ class LinaEventHandler(AsyncEventHandler):
         self.tracker = tracker or RequestTracker()
         self.connections = connections or ConnectionCounter()
         self._closing = False
+        self._frames = audio_frames(synthesizer.sample_rate, WIDTH, CHANNELS, settings.samples_per_chunk)
         self._reset()
 
     def _reset(self) -> None:
@@ -305,8 +307,9 @@ class LinaEventHandler(AsyncEventHandler):
             async for samples in stream:
                 await self._send_audio(request, samples)
             if request.pending:
-                await self._send_chunk(request, bytes(request.pending))
+                audio = bytes(request.pending)
                 request.pending.clear()
+                await self._send_chunks(request, audio)
         except LinaError as err:
             request.fail(err)
         except ConnectionError:
@@ -374,23 +377,27 @@ class LinaEventHandler(AsyncEventHandler):
 
     # --- audio -----------------------------------------------------------------------------
     async def _send_audio(self, request: _Request, samples: np.ndarray) -> None:
-        request.pending.extend(samples.astype("<i2", copy=False).tobytes())
-        size = self.settings.samples_per_chunk * WIDTH
-        while len(request.pending) >= size:
-            chunk = bytes(request.pending[:size])
-            del request.pending[:size]
-            await self._send_chunk(request, chunk)
+        """Send every whole chunk of the audio so far (one write for all of them); keep the rest."""
+        pending = request.pending
+        pending += samples.astype("<i2", copy=False).tobytes()
+        whole = len(pending) - len(pending) % self._frames.chunk_bytes
+        if whole:
+            audio = bytes(pending[:whole])
+            del pending[:whole]
+            await self._send_chunks(request, audio)
 
     async def _start_audio(self, request: _Request) -> None:
         request.audio_started = True
         await self.write_event(AudioStart(rate=self.synth.sample_rate, width=WIDTH, channels=CHANNELS).event())
 
-    async def _send_chunk(self, request: _Request, audio: bytes) -> None:
+    async def _send_chunks(self, request: _Request, audio: bytes) -> None:
+        """``audio`` as audio-chunk events (after audio-start, the first time) in one write."""
+        frames = self._frames.chunks(audio)
         if not request.audio_started:
-            await self._start_audio(request)
-        await self.write_event(
-            AudioChunk(rate=self.synth.sample_rate, width=WIDTH, channels=CHANNELS, audio=audio).event()
-        )
+            request.audio_started = True
+            frames = self._frames.start + frames
+        self.writer.write(frames)
+        await self.writer.drain()
         if request.first_audio is None:
             request.first_audio = time.monotonic()
         request.samples += len(audio) // WIDTH
