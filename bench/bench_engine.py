@@ -313,6 +313,7 @@ async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: in
     from wyoming_lina.server.handler import HandlerSettings, LinaEventHandler
     from wyoming_lina.server.tracking import ConnectionCounter, RequestTracker
     from wyoming_lina.server.info import InfoBuilder
+    from wyoming_lina.server.service import Service
     from wyoming_lina.voices.voice import Voice
 
     voices = {
@@ -332,7 +333,7 @@ async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: in
     factory = partial(
         LinaEventHandler,
         info=InfoBuilder(Voices().list),
-        synthesizer=synthesizer,
+        service=Service.ready_with(synthesizer),
         settings=HandlerSettings(),
         tracker=RequestTracker(),
         connections=ConnectionCounter(),

@@ -72,7 +72,7 @@ def start_studio(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str, token:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode} during start-up:\n{server.stderr()}")
-        if "wyoming_lina.server.app: ready" in log.read_bytes()[offset:].decode(errors="replace"):
+        if "wyoming_lina: ready: speaking" in log.read_bytes()[offset:].decode(errors="replace"):
             return server
         time.sleep(0.2)
     server.stop()

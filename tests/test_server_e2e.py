@@ -71,7 +71,7 @@ def add_fixture_voice(data_dir: Path, lina_dir: Path) -> None:
     VoiceStore(data_dir).add("fixture", state=lina_dir / "speaker_state.safetensors", description="Fixture speaker")
 
 
-def start_server(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str) -> Server:
+def start_server(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str, wait_for: str = "ready", voice: str | None = "fixture") -> Server:
     data = tmp / "data"
     if not (data / "voices" / "fixture").is_dir():
         add_fixture_voice(data, lina_dir)
@@ -89,11 +89,11 @@ def start_server(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str) -> Ser
         "--codec-checkpoint", str(codec_dir / "model.ckpt"),
         "--codec-config", str(codec_dir / "config.yaml"),
         "--tokenizer", str(lina_dir / "bpe256.json"),
-        "--voice", "fixture",
         "--seed", "7",
         "--max-sentence-seconds", "0.4",  # the random fixture model rarely says EOS: bound each sentence
         "--max-text-chars", str(MAX_TEXT_CHARS),
         "--shutdown-timeout", "3",
+        *(["--voice", voice] if voice else []),
         *extra,
     ]  # fmt: skip
     # One intra-op thread: the engine thread and the event loop share this small machine's cores.
@@ -106,7 +106,7 @@ def start_server(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str) -> Ser
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode} during start-up:\n{server.stderr()}")
-        if "ready" in server.stderr():
+        if wait_for in server.stderr():
             return server
         time.sleep(0.2)
     server.stop()

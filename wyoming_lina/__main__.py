@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -45,75 +47,113 @@ def main(argv: list[str] | None = None) -> int:
 
 # --- commands --------------------------------------------------------------------------------
 def _serve(args) -> int:
+    """Listen at once (describe is answered from the data dir), load the model in a thread, speak
+    as soon as it is loaded, and prepare the fast paths while speaking (engine/warmup.py)."""
     from wyoming.server import AsyncServer
 
     from .server.app import check_listen, serve
     from .server.handler import HandlerSettings, LinaEventHandler
-    from .server.tracking import ConnectionCounter, RequestTracker
     from .server.healthcheck import publish_uri
     from .server.info import InfoBuilder
     from .server.metrics import ServerMetrics, engine_reader
-    from .server.runtime import warm_up
+    from .server.runtime import cache_environment
+    from .server.service import Service
+    from .server.tracking import ConnectionCounter, RequestTracker
 
     advertiser = _advertiser(args)  # decided before the slow part: a bad address fails at once
     check_listen(args.uri)  # a port in use, too
-    runtime, store, synthesizer = _build(args)
-    runtime.engine.start()
-    metrics = ServerMetrics(engine_reader(runtime.engine))
-    studio = _studio(args, runtime.device, store, synthesizer, metrics) if args.http_port else None
+    store = _preflight(args)  # a mistyped --voice, an unwritable data dir: at once, too
+    os.environ.update(cache_environment(args.data_dir, os.environ))  # before torch compiles anything
+    service, loaded = Service(), {}
+    metrics = ServerMetrics(lambda: engine_reader(loaded["runtime"].engine)() if "runtime" in loaded else {})
+
+    async def load() -> None:
+        """Model, default voice, engine (in a thread: the event loop goes on answering), then the
+        studio and the warm-up; runs as long as the server does."""
+        from .server.runtime import start_warm_up
+
+        runtime, _, synthesizer = await _in_thread(_build, args, store)
+        loaded["runtime"] = runtime
+        runtime.engine.start()
+        service.provide(synthesizer)
+        start_warm_up(runtime.engine, service.state)
+        if args.http_port:
+            loaded["studio"] = _studio(args, runtime.device, store, synthesizer, metrics, service)
+            await loaded["studio"].start()
+        _LOGGER.info("ready: speaking after %.1f s; preparing the fast paths meanwhile", service.state.as_dict()["seconds"])
+        gc.freeze()  # the loaded model's objects are permanent: keep them out of every GC pass
+        await asyncio.Event().wait()
+
+    tracker = RequestTracker()
+    factory = partial(
+        LinaEventHandler,
+        info=InfoBuilder(store.list, streaming=not args.no_streaming),
+        service=service,
+        settings=HandlerSettings(
+            samples_per_chunk=args.samples_per_chunk,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+            stream_timeout=args.stream_timeout,
+            frame_timeout=args.frame_timeout,
+        ),
+        tracker=tracker,
+        connections=ConnectionCounter(),
+        metrics=metrics,
+    )
+
+    async def started() -> None:
+        _LOGGER.info("listening at %s (loading the model)", args.uri)
+        publish_uri(args.uri)  # where the container's health check asks
+        if advertiser:
+            await advertiser.start()
 
     async def run() -> None:
-        if studio is not None:
-            await studio.start()  # /healthz answers 503 while the model warms up
         try:
-            await warm_and_serve()
+            await serve(
+                AsyncServer.from_uri(args.uri),
+                factory,
+                tracker,
+                shutdown_timeout=args.shutdown_timeout,
+                on_started=started,
+                on_stopping=advertiser.close if advertiser else None,
+                alongside=load,
+            )
         finally:
-            if studio is not None:
-                await studio.stop(args.shutdown_timeout)
-
-    async def warm_and_serve() -> None:
-        await warm_up(synthesizer)
-        gc.freeze()  # the loaded model's objects are permanent: keep them out of every GC pass
-        if studio is not None:
-            studio.ctx.ready = True
-        tracker = RequestTracker()
-        factory = partial(
-            LinaEventHandler,
-            info=InfoBuilder(store.list, streaming=not args.no_streaming),
-            synthesizer=synthesizer,
-            settings=HandlerSettings(
-                samples_per_chunk=args.samples_per_chunk,
-                max_connections=args.max_connections,
-                idle_timeout=args.idle_timeout,
-                stream_timeout=args.stream_timeout,
-                frame_timeout=args.frame_timeout,
-            ),
-            tracker=tracker,
-            connections=ConnectionCounter(),
-            metrics=metrics,
-        )
-
-        async def started() -> None:
-            publish_uri(args.uri)  # where the container's health check asks
-            if advertiser:
-                await advertiser.start()
-
-        _LOGGER.info("serving at %s", args.uri)
-        await serve(
-            AsyncServer.from_uri(args.uri),
-            factory,
-            tracker,
-            shutdown_timeout=args.shutdown_timeout,
-            on_started=started,
-            on_stopping=advertiser.close if advertiser else None,
-        )
+            if "studio" in loaded:
+                await loaded["studio"].stop(args.shutdown_timeout)
 
     try:
         asyncio.run(run())
     finally:
-        runtime.engine.stop()
+        if "runtime" in loaded:
+            loaded["runtime"].engine.stop()
     _LOGGER.info("stopped")
     return 0
+
+
+def _in_thread(fn, *args) -> asyncio.Future:
+    """``fn(*args)`` on a daemon thread (a SIGTERM while it runs does not wait for it), awaited."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(setter, value) -> None:
+        if not future.done():
+            setter(value)
+
+    def work() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as err:  # noqa: BLE001 (handed to the awaiting task)
+            outcome = (future.set_exception, err)
+        else:
+            outcome = (future.set_result, result)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is closed: the server stopped meanwhile
+            pass
+
+    threading.Thread(target=work, name="lina-load", daemon=True).start()
+    return future
 
 
 def _download(args) -> int:
@@ -130,7 +170,7 @@ def _speak(args) -> int:
     from .server.speak import check_request, synthesize_all, write_wav
 
     check_request(args.text, args.output)  # before the slow part: a bad request fails at once
-    runtime, _store, synthesizer = _build(args)
+    runtime, _store, synthesizer = _build(args, _preflight(args))
     runtime.engine.start()
     try:
         samples = asyncio.run(synthesize_all(synthesizer, args.text, args.voice))
@@ -156,25 +196,33 @@ def _make_transcriber(uri: str):
 
 
 # --- shared wiring ---------------------------------------------------------------------------
-def _build(args):
-    """Model files -> device -> model, codec, engine -> voices -> synthesizer."""
+def _preflight(args):
+    """The voice store (it lists voices without the model) and the checks that need no model:
+    a mistyped default voice, an unwritable data dir for the built-in voice, fail at once."""
+    from .data_dir import ensure_writable
+    from .voices.default import DEFAULT_VOICE
+    from .voices.store import VoiceStore
+
+    store = VoiceStore(args.data_dir, config_path=args.voices_file)
+    if args.voice:
+        if args.voice not in store:
+            store.get(args.voice)  # raises UnknownVoiceError naming the voices there are
+    elif DEFAULT_VOICE not in store:  # the built-in voice will be written: say now if it cannot be
+        ensure_writable(args.data_dir)
+    return store
+
+
+def _build(args, store):
+    """Model files -> device -> model, codec, engine -> voices (``store``) -> synthesizer."""
     import torch
 
     from .engine import SamplingOptions
     from .engine.synthesizer import SynthesisSettings, Synthesizer
     from .server.download import resolve_model_files
     from .server.runtime import LICENCE_NOTICE, choose_device, choose_dtype, load_runtime, max_frames_for
-    from .data_dir import ensure_writable
-    from .voices.default import DEFAULT_VOICE, ensure_default_voice
+    from .voices.default import ensure_default_voice
     from .voices.preferences import DefaultingVoices, VoicePreferences
-    from .voices.store import VoiceStore
 
-    probe = VoiceStore(args.data_dir, config_path=args.voices_file)
-    if args.voice:  # a mistyped default voice fails now, not after loading the model
-        if args.voice not in probe:
-            probe.get(args.voice)  # raises UnknownVoiceError naming the voices there are
-    elif DEFAULT_VOICE not in probe:  # the built-in voice will be written: say now if it cannot be
-        ensure_writable(args.data_dir)
     device = choose_device(
         args.device, cuda_available=torch.cuda.is_available(), cuda_count=torch.cuda.device_count()
     )
@@ -195,13 +243,7 @@ def _build(args):
     )
     limits = {key: getattr(args, key) for key in ("max_batch", "max_queue") if hasattr(args, key)}
     runtime = load_runtime(files, device, dtype, **limits)
-    store = VoiceStore(
-        args.data_dir,
-        codec=runtime.codec,
-        model=runtime.model,
-        config_path=args.voices_file,
-        tokenizer=runtime.tokenizer,
-    )
+    store.attach(codec=runtime.codec, model=runtime.model, tokenizer=runtime.tokenizer)
     # The built-in voice is made once (a few seconds of generation) unless --voice chooses another.
     # Requests without a voice: --voice > the studio's choice (settings.yaml) > the built-in voice.
     builtin = args.voice or ensure_default_voice(store, runtime.model, runtime.codec, runtime.tokenizer).name
@@ -222,7 +264,7 @@ def _build(args):
     return runtime, store, synthesizer
 
 
-def _studio(args, device: str, store, synthesizer, metrics):
+def _studio(args, device: str, store, synthesizer, metrics, service):
     """The voice studio (--http-port): page, JSON API, tuning jobs in `voice tune` child processes."""
     from .server.asr import WyomingTranscriber
     from .studio.api import StudioContext
@@ -245,6 +287,8 @@ def _studio(args, device: str, store, synthesizer, metrics):
         metrics=metrics,
         token=args.http_token,
         max_speaking=args.max_connections,  # the HTTP door is held to the Wyoming door's limit
+        ready=True,  # made once the model is loaded
+        serving=service.state,
     )
     return StudioServer(ctx, studio_host(args.uri), args.http_port)
 

@@ -28,6 +28,13 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 FINAL_BATCH_BUCKETS = (1, 2, 4, 8, 16)
 
 
+def capped_buckets(buckets: tuple[int, ...], rows: int) -> tuple[int, ...]:
+    """The buckets a batch of at most ``rows`` can use: those below it and the first at or above
+    it (graph outputs are memory: none sized for more windows than there can be rows)."""
+    kept = tuple(b for b in buckets if b < rows)
+    return kept + tuple(b for b in buckets if b >= rows)[:1] or kept
+
+
 class CodecGraphs:
     """One CUDA graph per (batch bucket, window size); ``run`` replays the right one.
 
@@ -48,6 +55,7 @@ class CodecGraphs:
         self.cuda_stream = stream
         self.buckets = {size: tuple(final_batch_buckets) for size in final_sizes}
         self.buckets.update({size: tuple(batch_buckets) for size in sizes})
+        self.grid = set(sizes)
         self.sizes = sorted(self.buckets)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = None
@@ -60,16 +68,31 @@ class CodecGraphs:
     def __len__(self) -> int:
         return len(self._graphs)
 
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self._graphs
+
     def bucket(self, n: int, size: int) -> int | None:
         return next((b for b in self.buckets.get(size, ()) if b >= n), None)
+
+    def keys(self) -> list[tuple[int, int]]:
+        """Every (batch bucket, window size) this decoder replays, the most used first (the
+        grid's small buckets), so a warm-up captured piece by piece helps early."""
+        keys = [(b, size) for size in self.sizes for b in self.buckets[size]]
+        return sorted(keys, key=lambda k: (k[1] not in self.grid, k[0], k[1]))
+
+    @torch.inference_mode()
+    def capture(self, key: tuple[int, int]) -> bool:
+        """Capture one (bucket, size) graph unless it exists; whether it was captured now."""
+        if key in self._graphs:
+            return False
+        self._graphs[key] = self._capture(*key)
+        return True
 
     @torch.inference_mode()
     def capture_all(self) -> int:
         """Capture every (bucket, size) graph not yet captured; returns how many exist."""
-        for size in self.sizes:
-            for b in self.buckets[size]:
-                if (b, size) not in self._graphs:
-                    self._graphs[(b, size)] = self._capture(b, size)
+        for key in self.keys():
+            self.capture(key)
         return len(self._graphs)
 
     def _capture(self, batch: int, size: int):
@@ -81,7 +104,8 @@ class CodecGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, stream=self.cuda_stream):
+        # thread_local: other threads' CUDA work (a background compilation) may go on meanwhile
+        with torch.cuda.graph(graph, pool=self._pool, stream=self.cuda_stream, capture_error_mode="thread_local"):
             audio = self.codec.decode(codes, check=False)
         _LOGGER.debug("captured codec window graph B=%d T=%d", batch, size)
         return graph, codes, audio

@@ -19,7 +19,8 @@ import torch
 
 from ..codec import CodecStream, StreamingConfig, WavTokenizer
 from ..codec.streaming import Window
-from .codec_graphs import CodecGraphs
+from .codec_graphs import BATCH_BUCKETS as CODEC_BATCH_BUCKETS
+from .codec_graphs import FINAL_BATCH_BUCKETS, CodecGraphs, capped_buckets
 from .transfer import StagingRing
 
 
@@ -89,21 +90,36 @@ class StreamingDecoder:
     def open(self) -> CodecStream:
         return self.codec.new_stream(self.config)
 
-    def capture_graphs(self, batch_buckets: tuple[int, ...] | None = None, rows: int = 256) -> int:
-        """CUDA: capture the decode of every window size a stream hands out (the grid's at every
-        batch bucket, last windows' other sizes at small buckets; start-up, a few seconds), and
-        set aside pinned memory for two full windows of ``rows`` streams in flight (~200 MB at
-        256; ``StagingRing``). Returns the number of graphs (0 on the CPU)."""
+    def prepare_graphs(self, rows: int, batch_buckets: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
+        """CUDA: set aside pinned memory for two full windows of ``rows`` streams in flight (~200 MB
+        at 256; ``StagingRing``) and plan one graph per window size a stream hands out (the grid's
+        at every batch bucket up to ``rows``, last windows' other sizes at small buckets). Returns
+        the (bucket, size) keys still to capture (``capture_graph``); [] on the CPU. Until a size
+        is captured, its windows decode eagerly."""
         if self.cuda_stream is None:
-            return 0
+            return []
         if self.staging is None:
             frames = 2 * rows * self.config.window
             self.staging = StagingRing(frames * (self.codec.hop_length * 4 + 8) + (1 << 20))
         if self.graphs is None:
-            kwargs = {} if batch_buckets is None else {"batch_buckets": batch_buckets}
+            buckets = capped_buckets(batch_buckets or CODEC_BATCH_BUCKETS, rows)
+            finals = capped_buckets(FINAL_BATCH_BUCKETS, rows)
             sizes, final = list(self.config.grid_sizes()), self.config.final_sizes()
-            self.graphs = CodecGraphs(self.codec, self.cuda_stream, sizes, final_sizes=final, **kwargs)
-        return self.graphs.capture_all()
+            self.graphs = CodecGraphs(
+                self.codec, self.cuda_stream, sizes, batch_buckets=buckets, final_sizes=final, final_batch_buckets=finals
+            )
+        return [key for key in self.graphs.keys() if key not in self.graphs]
+
+    def capture_graph(self, key: tuple[int, int]) -> bool:
+        """Capture one planned codec graph (a few ms; between engine iterations)."""
+        return self.graphs.capture(key)
+
+    def capture_graphs(self, batch_buckets: tuple[int, ...] | None = None, rows: int = 256) -> int:
+        """Plan and capture every codec graph now (start-up, a few seconds). Returns how many exist
+        (0 on the CPU)."""
+        for key in self.prepare_graphs(rows, batch_buckets):
+            self.capture_graph(key)
+        return len(self.graphs) if self.graphs is not None else 0
 
     @staticmethod
     def windows(rows: Iterable[tuple[object, CodecStream, bool]]) -> list[tuple[object, CodecStream, Window]]:

@@ -8,10 +8,15 @@ tensors are views into them, so a step costs one replay plus reading the sampled
 When rows join or leave, the batch's (new) tensors are copied into the buffers once.
 
 With ``capture=False`` (CPU, tests) the same buffers and code run eagerly.
+
+Compiling the step (``torch.compile``) takes minutes on a first start; a server therefore
+serves with an uncompiled twin's graphs (captured in milliseconds) while ``precompile`` compiles
+this one on another thread, then captures its graphs one by one and switches (engine/runner.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -62,6 +67,22 @@ class GraphedStep:
             self._compute = torch.compile(self._compute_step, dynamic=True)
 
     # --- buffers ---------------------------------------------------------------------------
+    def allocate(self, template: ActiveBatch) -> None:
+        """Allocate the static buffers for batches like ``template`` (once)."""
+        if self._buffers is None:
+            self._buffers = self._alloc(template)
+
+    def allocate_like(self, other: GraphedStep) -> None:
+        """Allocate buffers shaped as ``other``'s (a twin that will take over its batches)."""
+        if self._buffers is None:
+            b = other._buffers
+            self._buffers = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in b.items() if k != "state"}
+            self._buffers["state"] = [GLAState(*(None if t is None else t.clone() for t in layer)) for layer in b["state"]]
+
+    @property
+    def allocated(self) -> bool:
+        return self._buffers is not None
+
     def _alloc(self, batch: ActiveBatch) -> dict:
         C, N, dev = self.capacity, self.max_text, batch.next_tokens.device
 
@@ -150,7 +171,8 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: another thread may compile (and run kernels) while this one captures
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             self._step_into_buffers(B, N, K)
         self._restore(snapshot)  # capture ran the step once more; undo it
         _LOGGER.debug("captured decode step graph B=%d N=%d K=%d", B, N, K)
@@ -181,17 +203,45 @@ class GraphedStep:
             bucket(batch.max_k, cfg.top_k_buckets),
         )
 
+    def keys(self, text_lengths: tuple[int, ...], top_k: int = 100) -> list[tuple[int, int, int]]:
+        """Every (batch, text, top-k) bucket for these text lengths, smallest batches first."""
+        cfg = self.config
+        K = bucket(top_k, cfg.top_k_buckets)
+        texts = sorted({bucket(n, cfg.text_buckets) for n in text_lengths})
+        return [(B, N, K) for B in cfg.batch_buckets for N in texts]
+
+    @torch.inference_mode()
+    def capture(self, key: tuple[int, int, int]) -> bool:
+        """Capture the graph of one bucket ahead of traffic (needs buffers); whether it was new."""
+        if not self.config.capture or self._buffers is None or key in self._graphs:
+            return False
+        self._graphs[key] = self._capture(key)
+        return True
+
+    def has_graph(self, key: tuple[int, int, int]) -> bool:
+        return key in self._graphs
+
+    @torch.inference_mode()
+    def precompile(self, keys: list[tuple[int, int, int]]) -> None:
+        """Run the (compiled) step once at every bucket on a private stream, without capturing:
+        torch.compile compiles then, so a later ``capture`` takes milliseconds. Meant for a thread
+        other than the engine's (the engine thread goes on serving); uses only this step's own
+        buffers, whose contents do not matter until a batch is bound."""
+        if self._buffers is None:
+            raise RuntimeError("precompile needs buffers (allocate or allocate_like first)")
+        stream = torch.cuda.Stream() if self._buffers["next_tokens"].is_cuda else None
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            for key in keys:
+                self._step_into_buffers(*key)
+        if stream is not None:
+            stream.synchronize()
+
     @torch.inference_mode()
     def warm(self, batch_sizes, text_len: int, top_k: int = 100) -> None:
         """Capture graphs ahead of traffic (needs buffers: call after the first bind)."""
-        if not self.config.capture or self._buffers is None:
-            return
         cfg = self.config
-        N, K = bucket(text_len, cfg.text_buckets), bucket(top_k, cfg.top_k_buckets)
         for B in batch_sizes:
-            key = (bucket(B, cfg.batch_buckets), N, K)
-            if key not in self._graphs:
-                self._graphs[key] = self._capture(key)
+            self.capture((bucket(B, cfg.batch_buckets), bucket(text_len, cfg.text_buckets), bucket(top_k, cfg.top_k_buckets)))
 
     @torch.inference_mode()
     def __call__(self, batch: ActiveBatch) -> torch.Tensor:

@@ -7,7 +7,10 @@ One implementation per device, chosen once (``make_runner``):
   copied to pinned memory, and up to ``settings.queued_steps(rows)`` steps left queued on the
   GPU while the host processes the oldest one, so a slow host iteration (an admission, a codec
   flush of 256 rows) does not idle the GPU. A row that ended runs the queued steps too; the
-  output processor ignores those tokens.
+  output processor ignores those tokens. It serves at once with graphs of the plain step
+  (captured in milliseconds); a ``torch.compile``d twin is compiled on another thread
+  (``precompile``), its graphs captured between iterations, and then it takes over
+  (``use_compiled``) without a pause.
 
 ``launch`` returns the steps whose tokens are now on the host, oldest first.
 """
@@ -15,14 +18,16 @@ One implementation per device, chosen once (``make_runner``):
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..model import LinaModel
+from ..model import BOS, EOS, LinaModel
 from .batch import ActiveBatch
 from .graphed_step import GraphedStep
+from .job import GenerationJob
 from .prefill import Prefiller
 from .rows import Row
 from .sampling import sample_tokens
@@ -63,6 +68,12 @@ class Runner:
     def drop_queued(self) -> None:
         """Forget the queued steps (they failed)."""
 
+    compile_wanted = False  # a compiled step to prepare (GraphedRunner on CUDA)
+
+    def graph_keys(self, text_lengths=None, top_k: int = 100) -> list:
+        """The CUDA-graph buckets to capture at warm-up (none without graphs)."""
+        return []
+
     def warm_graphs(self, text_lengths=None, top_k: int = 100) -> int:
         return 0
 
@@ -101,7 +112,10 @@ class GraphedRunner(Runner):
 
     def __init__(self, model: LinaModel, settings: EngineSettings):
         super().__init__(model, settings)
-        self.graphed = GraphedStep(model, settings.graphs)
+        config = settings.graphs
+        self.graphed = GraphedStep(model, dataclasses.replace(config, compile=False))  # serves from the start
+        self.compile_wanted = config.compile
+        self._twin: GraphedStep | None = None  # the compiled step while it is being prepared
         pin = model.device.type == "cuda"
         self._host_tokens = [
             torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin) for _ in range(settings.pipeline_depth + 1)
@@ -136,19 +150,65 @@ class GraphedRunner(Runner):
     def drop_queued(self) -> None:
         self._in_flight.clear()
 
+    # --- warm-up: each piece runs between iterations (engine thread) unless it says otherwise ---
+    @property
+    def compiled(self) -> bool:
+        return self.graphed.config.compile
+
+    def allocate(self) -> None:
+        """The step's static buffers, shaped by a dummy batch (one tiny prefill)."""
+        if not self.graphed.allocated:
+            template, _ = self.prefill.prepare([GenerationJob([BOS, 5, EOS], max_frames=1)])
+            self.graphed.allocate(template)
+
+    def graph_keys(self, text_lengths: tuple[int, ...] | None = None, top_k: int = 100) -> list[tuple[int, int, int]]:
+        """The buckets to capture or compile (default: every text bucket up to 256 tokens)."""
+        config = self.graphed.config
+        if not (config.capture or self.compile_wanted):
+            return []
+        return self.graphed.keys(text_lengths or tuple(n for n in config.text_buckets if n <= 256), top_k)
+
+    def capture(self, key: tuple[int, int, int]) -> bool:
+        """Capture the serving step's graph for one bucket (milliseconds uncompiled)."""
+        return self.graphed.capture(key)
+
+    def precompile(self, keys: list[tuple[int, int, int]], compile: bool = True) -> None:
+        """ON ANOTHER THREAD than the engine's: a compiled twin of the step (``compile=False``: an
+        uncompiled one, for tests), with its own buffers, compiled for every bucket (minutes on a
+        first start, seconds with the data dir's caches) while the engine goes on serving."""
+        twin = GraphedStep(self.model, dataclasses.replace(self.settings.graphs, compile=compile))
+        twin.allocate_like(self.graphed)
+        twin.precompile(keys)
+        self._twin = twin
+
+    def capture_compiled(self, key: tuple[int, int, int]) -> bool:
+        """Capture the compiled twin's graph for one bucket (after ``precompile``)."""
+        return self._twin.capture(key)
+
+    def use_compiled(self) -> None:
+        """The compiled twin takes over; the batch moves into its buffers at the next step."""
+        if self._twin is None:
+            return
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)  # queued replays of the old graphs finish first
+        self.graphed, self._twin = self._twin, None
+
     def warm_graphs(self, text_lengths: tuple[int, ...] | None = None, top_k: int = 100) -> int:
-        """Capture the step graphs of every batch bucket for these text lengths (default: every
-        text bucket up to 256 tokens), so no request pays for a capture (or a compilation). Call
-        after one synthesis has run (which allocated the buffers), between iterations. Returns
-        the graphs captured."""
-        if not self.graphed.config.capture:
+        """Everything at once (benchmarks, tests): capture the step graphs of every bucket for
+        these text lengths and, when the settings compile, compile the step and switch to it.
+        Returns the graphs the serving step has."""
+        keys = self.graph_keys(text_lengths, top_k)
+        if not keys:
             return 0
-        if text_lengths is None:
-            text_lengths = tuple(n for n in self.graphed.config.text_buckets if n <= 256)
-        before = self.graphed.graph_count
-        for n in text_lengths:
-            self.graphed.warm(self.graphed.config.batch_buckets, n, top_k)
-        return self.graphed.graph_count - before
+        self.allocate()
+        for key in keys:
+            self.capture(key)
+        if self.compile_wanted and not self.compiled:
+            self.precompile(keys)
+            for key in keys:
+                self.capture_compiled(key)
+            self.use_compiled()
+        return self.graphed.graph_count
 
 
 def make_runner(model: LinaModel, settings: EngineSettings) -> Runner:

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..defaults import MAX_BATCH, MAX_QUEUE
+from .codec_graphs import capped_buckets
 from .graphed_step import GraphConfig
 
 
@@ -58,8 +59,11 @@ class EngineSettings:
         is ready), admits up to 256 requests per iteration and prefills prompts in padded batches
         of up to 32. The CPU runs the plain step and decodes every step."""
         if device_type == "cuda":
+            rows = overrides.get("max_batch", MAX_BATCH)
+            buckets = capped_buckets(GraphConfig.batch_buckets, max(2, rows))  # buffers for the rows allowed
             base = cls(
-                graphs=GraphConfig(compile=compile),
+                max_batch=rows,
+                graphs=GraphConfig(batch_buckets=buckets, compile=compile),
                 decode_interval=16,
                 pad_prefill=True,
                 pipeline_depth=32,

@@ -49,7 +49,10 @@ async def serve(
     shutdown_timeout: float = 5.0,
     on_started: Callable[[], Awaitable[None]] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
+    alongside: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Listen, then wait for a stop signal (or the end of a stdio client). ``alongside()`` runs
+    while serving (loading the model): if it fails, the server stops and its error is raised."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,9 +66,18 @@ async def serve(
         except OSError as err:
             raise ListenError(f"cannot listen: {err}") from err
         running = None
-    _LOGGER.info("ready")
     if on_started is not None:
         await on_started()
+    failed: list[BaseException] = []
+    background = asyncio.create_task(alongside()) if alongside is not None else None
+    if background is not None:
+
+        def check(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())
+                stop.set()
+
+        background.add_done_callback(check)
 
     waiters = [asyncio.create_task(stop.wait())] + ([running] if running else [])
     try:
@@ -82,7 +94,9 @@ async def serve(
         await server.stop()  # closes every connection; their handlers cancel what is left
         await asyncio.sleep(0)  # let the handlers see it
     finally:
-        for task in waiters:
+        for task in waiters + ([background] if background is not None else []):
             task.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    if failed:
+        raise failed[0]

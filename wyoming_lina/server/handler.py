@@ -41,6 +41,7 @@ from .audio_frames import audio_frames
 from .frames import BadFrame, ClientTimeout, next_event
 from .info import InfoBuilder
 from .metrics import ServerMetrics
+from .service import Service
 from .tracking import ConnectionCounter, RequestTracker
 
 _LOGGER = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class _Request:
     audio_started: bool = False
     error: LinaError | None = None
     gone: bool = False  # the client closed the connection while audio was being sent
+    gone_logged: bool = False
     audio_stopped: bool = False  # audio-stop was sent
     stream_stopped: bool = False  # synthesize-stopped was sent
     stop_received: asyncio.Event = field(default_factory=asyncio.Event)
@@ -110,7 +112,7 @@ class LinaEventHandler(AsyncEventHandler):
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         info: InfoBuilder,
-        synthesizer: Synthesizer,
+        service: Service,
         settings: HandlerSettings = HandlerSettings(),
         tracker: RequestTracker | None = None,
         connections: ConnectionCounter | None = None,
@@ -119,7 +121,8 @@ class LinaEventHandler(AsyncEventHandler):
         super().__init__(reader, writer)
         self.metrics = metrics
         self.info = info
-        self.synth = synthesizer
+        self.service = service
+        self.synth: Synthesizer | None = service.synthesizer  # (awaited by the first request if loading)
         self.settings = settings
         self.tracker = tracker or RequestTracker()
         self.connections = connections or ConnectionCounter()
@@ -238,7 +241,7 @@ class LinaEventHandler(AsyncEventHandler):
     async def disconnect(self) -> None:
         """The client is gone (or the server stops): drop this connection's work."""
         if self._task is not None and not self._task.done():
-            _LOGGER.info("connection closed during a request (voice %s): cancelling it", self._request.voice)
+            self._gone(self._request)
         if self._stream is not None:
             self._stream.cancel()
         for task in (self._player, self._task):
@@ -260,6 +263,8 @@ class LinaEventHandler(AsyncEventHandler):
         request = self._request = _Request(streaming=streaming, voice=repr(voice) if voice else "(default)")
         self.tracker.begin()
         try:
+            if self.synth is None:  # the model is still loading: this request waits for it
+                self.synth = await self.service.wait()
             resolved = await asyncio.to_thread(self.synth.resolve_voice, voice)
             request.voice = resolved.name
             # this connection is the owner whose sentences the engine admits in turn with others'
@@ -336,10 +341,18 @@ class LinaEventHandler(AsyncEventHandler):
                 await self._stop_stream(request)
             self._log(request)
         except ConnectionError:
-            _LOGGER.info("client went away during a request (voice %s)", request.voice)
+            self._gone(request)
         finally:
             if player is not None and not player.done():
                 player.cancel()
+
+    @staticmethod
+    def _gone(request: _Request) -> None:
+        """The client closed the connection before its request ended (noticed by the reader or
+        by a failed write, whichever comes first): logged once, its work is cancelled."""
+        if not request.gone_logged:
+            request.gone_logged = True
+            _LOGGER.info("connection closed during a request (voice %s): cancelling it", request.voice)
 
     async def _abort(self, err: LinaError) -> None:
         """End the request in progress now: its work is cancelled, the client gets ``error`` and
@@ -362,7 +375,8 @@ class LinaEventHandler(AsyncEventHandler):
                 await self._stop_stream(request)
         except (ConnectionError, RuntimeError):  # the client is gone too
             return
-        self._log(request)
+        if self.synth is not None:
+            self._log(request)
 
     async def _stop_audio(self, request: _Request) -> None:
         """The one audio-stop of a request (a plain request always has one)."""

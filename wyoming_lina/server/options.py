@@ -149,7 +149,9 @@ def build_parser(with_voice: bool = True) -> argparse.ArgumentParser:
     )
     net.add_argument("--no-streaming", action="store_true", help="do not offer text streaming to clients")
     net.add_argument(
-        "--max-batch", type=_int_between(1, MAX_BATCH), default=MAX_BATCH, help="most utterances generated together"
+        "--max-batch",
+        type=_int_between(1, MAX_BATCH),
+        help=f"most utterances generated together (default: from the GPU memory free at start-up; {MAX_BATCH} on CPU)",
     )
     net.add_argument(
         "--max-queue",

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from ..codec import WavTokenizer, load_codec
-from ..defaults import FRAMES_PER_SECOND
+from ..defaults import FRAMES_PER_SECOND, MAX_BATCH
 from ..engine import Engine, StreamingDecoder, streaming_config_for
+from ..engine.warmup import WarmUp
+from .service import ServingState
 from ..engine.synthesizer import Synthesizer
 from ..errors import CheckpointError
 from ..model import LinaModel, load_lina
@@ -95,26 +98,65 @@ def load_runtime(files: ModelFiles, device: str, dtype: str, **engine_settings) 
             f"{codec.config.codebook_size}: these files do not belong together"
         )
     tokenizer = LinaTokenizer(files.tokenizer)
+    if engine_settings.get("max_batch") is None:  # --max-batch not given: what this card can hold
+        engine_settings["max_batch"] = default_max_batch(device)
     decoder = StreamingDecoder(codec, streaming_config_for(device))
     engine = Engine.create(model, decoder, compile=triton_ok, **engine_settings)
     _LOGGER.info("loaded the model and codec on %s (%s) in %.1f s", device, dtype, time.monotonic() - started)
     return Runtime(model, codec, tokenizer, engine, device, dtype)
 
 
-async def warm_up(synthesizer: Synthesizer, voice: str | None = None, text: str = "Hello.") -> float:
-    """One short synthesis (first-use costs paid before any client waits), then the step graphs,
-    the prefill sizes and the codec graphs, all on the engine thread; returns its seconds."""
-    started = time.monotonic()
-    samples = 0
-    async for chunk in synthesizer.synthesize(text, voice):
-        samples += len(chunk)
-    engine = synthesizer.engine
-    graphs = await asyncio.wrap_future(engine.execute(engine.warm_graphs))
-    prefills = await asyncio.wrap_future(engine.execute(engine.warm_prefill))
-    codec_graphs = await asyncio.wrap_future(engine.execute(engine.warm_codec))
-    elapsed = time.monotonic() - started
+# --- start-up: serve from the first seconds ---------------------------------------------------
+# Per row of --max-batch the GPU holds: its recurrent state (13 GLA layers, ~3.4 MB in float32),
+# its text context in the step's buffers (keys, values, positions for up to 512 tokens, ~3 MB in
+# bf16), and its codec windows in flight (outputs, staging): ~10 MB with margin.
+GPU_BYTES_PER_ROW = 10 * 1024**2
+GPU_RESERVE_BYTES = 1024**3  # graphs' workspaces, compile, allocator slack
+
+
+def default_max_batch(device: str) -> int:
+    """``choose_max_batch`` for the memory free on ``device`` now (the model loaded); MAX_BATCH
+    on the CPU. The choice is logged."""
+    if not device.startswith("cuda"):
+        return MAX_BATCH
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    rows = choose_max_batch(free)
     _LOGGER.info(
-        "warm-up: %.2f s of audio, %d step graphs and %d codec graphs captured, prefill tuned for batches %s, in %.2f s",
-        samples / synthesizer.sample_rate, graphs, codec_graphs, prefills or "-", elapsed,
+        "max batch %d: %.1f of %.1f GiB free on %s after loading, about %d MiB per row, half of it used "
+        "(--max-batch sets it)", rows, free / 1024**3, total / 1024**3, device, GPU_BYTES_PER_ROW // 1024**2,
     )  # fmt: skip
-    return elapsed
+    return rows
+
+
+def choose_max_batch(free_bytes: int, *, share: float = 0.5, per_row: int = GPU_BYTES_PER_ROW) -> int:
+    """The --max-batch default on a GPU: as many rows as ``share`` of the memory free after the
+    model loaded holds (the rest stays for other programs on a shared card: a local LLM, a
+    speech-to-text model), a power of two from 1 to MAX_BATCH."""
+    budget = max(0, int(share * free_bytes) - GPU_RESERVE_BYTES)
+    rows = max(1, min(MAX_BATCH, budget // per_row))
+    return 1 << (rows.bit_length() - 1)
+
+
+def cache_environment(data_dir: Path, environ: dict) -> dict[str, str]:
+    """Where the compiler's and Triton's caches (compiled kernels, autotuning results) go unless
+    the user chose: the data dir, so a restart with the same model and GPU finds them."""
+    cache = Path(data_dir) / ".cache"
+    wanted = {
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
+        "TRITON_CACHE_DIR": str(cache / "triton"),
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+        "TRITON_CACHE_AUTOTUNING": "1",
+    }
+    return {key: value for key, value in wanted.items() if key not in environ}
+
+
+def start_warm_up(engine: Engine, state: ServingState) -> WarmUp:
+    """Prepare the engine's fast paths on a thread of their own while it serves (engine/warmup.py)."""
+
+    def reached(stage: str) -> None:
+        state.step = stage
+        if stage in ("plain", "compiled"):
+            state.phase = "warm"
+
+    return WarmUp(engine, on_stage=reached).start()

@@ -39,7 +39,8 @@ class StudioContext:
     metrics: object  # ServerMetrics
     token: str | None = None
     max_speaking: int = 16  # /api/speak requests at once (more: 503 overloaded); the engine queues the rest
-    ready: bool = False  # the model is warm
+    ready: bool = False  # the model is loaded (speech is served)
+    serving: object | None = None  # ServingState: start-up phase and how steps run (for /healthz)
     speaking: int = 0
 
     @property

@@ -99,8 +99,12 @@ async def static(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    ready = request.app["studio"].ready
-    return web.json_response({"status": "ok" if ready else "starting"}, status=200 if ready else 503)
+    """200 once speech is served, with the start-up phase ("serving" while the fast paths are
+    prepared, then "warm") and how decode steps run ("graphs", then "compiled"; "plain" on CPU)."""
+    ctx = request.app["studio"]
+    state = ctx.serving.as_dict() if ctx.serving is not None else {}
+    body = {"status": "ok" if ctx.ready else "starting", **state}
+    return web.json_response(body, status=200 if ctx.ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -150,6 +150,14 @@ class VoiceStore:
         self._lock = threading.RLock()
         self._caches = _Caches()
 
+    def attach(self, *, codec=None, model=None, tokenizer=None) -> None:
+        """The model parts, once loaded (a server lists voices before that); cached voices are
+        loaded again with them."""
+        with self._lock:
+            self.codec, self.model, self.tokenizer = codec, model, tokenizer
+            self._caches.loaded.clear()
+            self._caches.failed.clear()
+
     # --- reading ---------------------------------------------------------------------------
     def list(self) -> list[VoiceInfo]:
         """Every voice, rescanned from disk; broken ones with ``installed=False``."""

@@ -1,0 +1,86 @@
+"""Preparing the engine's fast paths while it already serves.
+
+On CUDA the fast paths take long to prepare on a first start (``torch.compile`` of the step: a
+minute or more; 100+ codec graphs: seconds; FLA's prefill autotuning: seconds per batch size),
+and a server must answer meanwhile. ``WarmUp`` runs on its own thread and prepares them in
+pieces: each piece that touches the engine's state runs on the engine thread between two
+iterations (``Engine.execute``), so no request waits more than one piece (milliseconds); the
+compilation runs here, on this thread, and its result takes over when it is ready:
+
+1. the step's static buffers, then the graphs of the plain (uncompiled) step, every bucket;
+2. the codec's window graphs (until a size is captured, its windows decode eagerly);
+3. here: the prompt prefill at every padded batch size (autotuning), and the compiled step;
+4. the compiled step's graphs, one per iteration, then it takes over.
+
+The CPU has nothing to prepare. A failure in a step leaves the engine serving on the paths it
+has (logged). ``stage`` says where it is: "plain" (CPU), "graphs", "compiled".
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .loop import Engine
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class WarmUp:
+    def __init__(self, engine: Engine, on_stage: Callable[[str], None] | None = None):
+        self.engine = engine
+        self.on_stage = on_stage
+        self.stage = "starting"
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._started = time.monotonic()
+
+    def start(self) -> WarmUp:
+        threading.Thread(target=self._run, name="lina-warm-up", daemon=True).start()
+        return self
+
+    def _on_engine(self, fn, *args):
+        """``fn(*args)`` on the engine thread, between iterations; waits for its result."""
+        return self.engine.execute(functools.partial(fn, *args)).result()
+
+    def _reach(self, stage: str, what: str) -> None:
+        self.stage = stage
+        _LOGGER.info("warm-up: %s after %.1f s", what, time.monotonic() - self._started)
+        if self.on_stage is not None:
+            self.on_stage(stage)
+
+    def _run(self) -> None:
+        try:
+            self.prepare()
+        except Exception as err:  # the engine keeps serving on what it has
+            self.error = err
+            _LOGGER.warning("warm-up stopped (%s: %s); serving on the paths prepared so far", type(err).__name__, err)
+        finally:
+            self.done.set()
+
+    def prepare(self) -> None:
+        runner, decoder = self.engine.runner, self.engine.decoder
+        keys = runner.graph_keys()
+        if not keys:
+            self._reach("plain", "the plain step serves (nothing to prepare on this device)")
+            return
+        self._on_engine(runner.allocate)
+        for key in keys:
+            self._on_engine(runner.capture, key)
+        self._reach("graphs", f"{len(keys)} graphs of the plain step captured; serving with them")
+        codec_keys = self._on_engine(decoder.prepare_graphs, self.engine.settings.max_batch)
+        for key in codec_keys:
+            self._on_engine(decoder.capture_graph, key)
+        _LOGGER.info("warm-up: %d codec graphs captured after %.1f s", len(codec_keys), time.monotonic() - self._started)
+        sizes = runner.prefill.warm()  # this thread: autotuning runs beside the engine's work
+        if sizes:
+            _LOGGER.info("warm-up: prefill tuned for batches %s after %.1f s", sizes, time.monotonic() - self._started)
+        if runner.compile_wanted:
+            runner.precompile(keys)  # this thread: minutes on a first start, seconds with warm caches
+            for key in keys:
+                self._on_engine(runner.capture_compiled, key)
+            self._on_engine(runner.use_compiled)
+            self._reach("compiled", f"the compiled step took over ({len(keys)} graphs)")
