@@ -127,7 +127,7 @@ class LinaEventHandler(AsyncEventHandler):
         self.tracker = tracker or RequestTracker()
         self.connections = connections or ConnectionCounter()
         self._closing = False
-        self._frames = audio_frames(synthesizer.sample_rate, WIDTH, CHANNELS, settings.samples_per_chunk)
+        self._frames = None  # audio_frames(...) once the synthesizer (its sample rate) is there
         self._reset()
 
     def _reset(self) -> None:
@@ -265,6 +265,7 @@ class LinaEventHandler(AsyncEventHandler):
         try:
             if self.synth is None:  # the model is still loading: this request waits for it
                 self.synth = await self.service.wait()
+            self._frames = audio_frames(self.synth.sample_rate, WIDTH, CHANNELS, self.settings.samples_per_chunk)
             resolved = await asyncio.to_thread(self.synth.resolve_voice, voice)
             request.voice = resolved.name
             # this connection is the owner whose sentences the engine admits in turn with others'
