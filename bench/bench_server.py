@@ -544,6 +544,7 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy during the largest load (.svg or .json)")
     parser.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples that hold the GIL")
     parser.add_argument("--py-spy-load", type=int, help="py-spy: record at this load (default: the largest)")
+    parser.add_argument("--records", metavar="PREFIX", help="write every request's record to PREFIX.<clients>.json")
     parser.add_argument("--cprofile", metavar="FILE", help="run the server under cProfile (its main thread: the event loop)")
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--role", choices=("engine",), help=argparse.SUPPRESS)
@@ -581,7 +582,10 @@ def main() -> None:
                 spy = py_spy(server.proc.pid, args.py_spy, args.py_spy_gil) if args.py_spy and clients == spy_at else None
                 try:
                     before = thread_cpu(server.proc.pid)
-                    loads[clients] = summarize(run_load(server.port, clients, args, args.voice_name))
+                    records = run_load(server.port, clients, args, args.voice_name)
+                    if args.records:
+                        Path(f"{args.records}.{clients}.json").write_text(json.dumps(records))
+                    loads[clients] = summarize(records)
                     loads[clients].update(cpu_split(server.proc.pid, before, thread_cpu(server.proc.pid)))
                 finally:
                     if spy is not None:
