@@ -35,6 +35,8 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class VoiceSource(Protocol):
+    """Voices by name; may also have ``loaded(name) -> Voice | None`` (see ``loaded_voice``)."""
+
     def get(self, name: str) -> Voice: ...
 
     def list(self) -> list[VoiceInfo]: ...
@@ -72,6 +74,13 @@ class Synthesizer:
     def resolve_voice(self, name: str | None) -> Voice:
         """The named voice, else the default voice (raises UnknownVoiceError naming the voices)."""
         return self.voices.get(name or self.settings.default_voice or "")
+
+    def loaded_voice(self, name: str | None) -> Voice | None:
+        """``resolve_voice(name)`` if the voices can answer without reading a file (a voice loaded
+        and unchanged: ``VoiceStore.loaded``), so the event loop may call it; else None: call
+        ``resolve_voice`` in a worker thread (it may read files or encode a clip)."""
+        loaded = getattr(self.voices, "loaded", None)  # (an optional part of VoiceSource)
+        return loaded(name or self.settings.default_voice or "") if loaded is not None else None
 
     def open_stream(
         self, voice: Voice | str | None = None, sampling: SamplingOptions | None = None, owner: object = None

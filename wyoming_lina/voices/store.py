@@ -109,6 +109,7 @@ class _Caches:
     loaded: dict[str, tuple[tuple, Voice]] = field(default_factory=dict)  # key -> (signature, voice)
     failed: dict[str, tuple[tuple, str]] = field(default_factory=dict)  # key -> (signature, message)
     reported: dict[str, str] = field(default_factory=dict)  # key -> message already logged
+    scanned: tuple | None = None  # (voices folder's signature, {key: VoiceEntry}) of the last scan
 
 
 def _stat(path: Path):
@@ -117,6 +118,16 @@ def _stat(path: Path):
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+def _folder_stat(path: Path):
+    """A folder's signature: its time and its link count (one per subfolder: a voice folder added
+    or removed changes it even within the clock tick of the last change)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_nlink, st.st_ino)
 
 
 def _now() -> str:
@@ -202,6 +213,30 @@ class VoiceStore:
             self._caches.failed.pop(key, None)
             self._caches.loaded[key] = (signature, voice)
         return voice
+
+    def loaded(self, name: str | None) -> Voice | None:
+        """What ``get(name)`` would return, when that needs no file read: the voice was loaded, and
+        the voices folder (no voice added, removed or renamed), the voices file and the voice's own
+        files are as they were (a few ``stat`` calls, so an event loop may ask). None otherwise, and
+        while another thread uses the store: then ask ``get``, in a worker thread."""
+        if not name or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            key, caches = name_key(name), self._caches
+            if caches.scanned is None or _folder_stat(self.voices_dir) != caches.scanned[0]:
+                return None
+            if self.config_path is not None and (_stat(self.config_path),) != (caches.config[0] or (None,)):
+                return None
+            entry, loaded = caches.scanned[1].get(key), caches.loaded.get(key)
+            if entry is None or loaded is None:
+                return None
+            if entry.folder is not None:
+                signature = tuple(_stat(entry.folder / f) for f in _FOLDER_FILES)
+            else:
+                signature = (caches.config[0][0], *self._config_file_sigs(entry))
+            return loaded[1] if signature == loaded[0] else None
+        finally:
+            self._lock.release()
 
     def warm(self) -> list[VoiceInfo]:
         """Load every voice now (encoding clips whose codes are not cached); call at start-up,
@@ -458,6 +493,7 @@ class VoiceStore:
 
     # --- scanning --------------------------------------------------------------------------
     def _scan(self) -> dict[str, VoiceEntry]:
+        folder_signature = _folder_stat(self.voices_dir)  # before listing: a change meanwhile shows later
         entries: dict[str, VoiceEntry] = {}
         seen_folders = set()
         try:
@@ -509,6 +545,7 @@ class VoiceStore:
                 self._report(key, _unusable(entry, message), quiet=entry.quiet)
             else:
                 self._caches.reported.pop(key, None)
+        self._caches.scanned = (folder_signature, entries)
         return entries
 
     def _rescan_entry(self, key: str, entry: VoiceEntry) -> VoiceEntry:
