@@ -112,9 +112,8 @@ class Synthesizer:
     def job_for(self, spoken: str, voice: Voice, sampling: SamplingOptions, owner: object = None) -> GenerationJob:
         """Tokenise one normalised piece (with the voice's prompt transcript in front) and bound
         its length by its characters and the voice's speaking rate."""
-        self.tokenizer.encode(spoken)  # the piece alone must be sayable (the error names it)
-        prompt_text, rate = self._prompt_text_and_rate(voice)
-        ids = self.tokenizer.encode(f"{prompt_text} {spoken}" if prompt_text else spoken)
+        prompt_text, rate = self._prompt_text_and_rate(voice)  # (normalised: only sayable characters)
+        ids = self.tokenizer.encode(f"{prompt_text} {spoken}" if prompt_text else spoken)  # an error names what the piece cannot say
         bounds = frame_bounds(spoken_chars(spoken), rate, self.settings.max_frames)
         return GenerationJob(
             text_ids=ids,
