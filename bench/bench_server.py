@@ -178,6 +178,11 @@ class ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1")
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
+        if args.switch_interval:  # an experiment without changing the server: set at interpreter start
+            site = log.parent / "site"
+            site.mkdir(exist_ok=True)
+            (site / "sitecustomize.py").write_text(f"import sys\nsys.setswitchinterval({args.switch_interval!r})\n")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
         self.started = time.time()
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -395,6 +400,8 @@ def engine_role(args, files: Prepared) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     limits = {"max_batch": args.max_batch} if args.max_batch else {}
     model_files = ModelFiles(files.lina, files.codec, files.codec_config, files.tokenizer)
     runtime = load_runtime(model_files, args.device, choose_dtype("auto", args.device), **limits)
@@ -479,7 +486,8 @@ def seconds(value) -> str:
 
 
 def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, memory: str | None, args) -> list[str]:
-    out = ["", f"## Server start-up (seconds after the process started; {args.device}, {'tiny' if args.tiny else 'full-size'} models)", ""]
+    setting = f"; switch interval {args.switch_interval} s" if args.switch_interval else ""
+    out = ["", f"## Server start-up (seconds after the process started; {args.device}, {'tiny' if args.tiny else 'full-size'} models{setting})", ""]
     out += ["| port listening | describe answered | model loaded | speaking | first audio of a request sent at listening | that request done | warm |"]
     out += ["|---|---|---|---|---|---|---|"]
     out += [
@@ -492,8 +500,8 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
         out += ["", f"The request sent at listening failed: {startup['probe error']}"]
     voice = "prompt" if args.voice == "prompt" else "state"
     out += ["", f"## Load ({voice} voice, new connection per request, two-sentence texts)", ""]
-    head = "| clients | requests | errors | server TTFA p50 ms | p95 ms | server x real time | event loop CPU ms per request |"
-    rule = "|---|---|---|---|---|---|---|"
+    head = "| clients | requests | errors | server TTFA p50 ms | p95 ms | server x real time | event loop CPU ms per request | read -> queued p50 / p95 ms |"
+    rule = "|---|---|---|---|---|---|---|---|"
     if engine:
         head += " engine TTFA p50 ms | p95 ms | engine x real time | in-process synthesizer p50 ms | x real time | TTFA p50 server/engine | aggregate server/engine |"
         rule += "---|---|---|---|---|---|---|"
@@ -501,7 +509,9 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
     for clients in args.loads:
         s = loads[clients]
         loop_ms = f"{1000 * s['event loop cpu s'] / s['requests']:.1f}" if "event loop cpu s" in s else "-"
-        row = f"| {clients} | {s['requests']} | {s['errors']} | {ms(s['ttfa p50'])} | {ms(s['ttfa p95'])} | {s['x real time']:.0f} | {loop_ms} |"
+        q50, q95 = s.get("queued p50 ms"), s.get("queued p95 ms")
+        queued = f"{q50:.1f} / {q95:.1f}" if q50 is not None else "-"
+        row = f"| {clients} | {s['requests']} | {s['errors']} | {ms(s['ttfa p50'])} | {ms(s['ttfa p95'])} | {s['x real time']:.0f} | {loop_ms} | {queued} |"
         if engine:
             e, y = engine[f"engine {clients}"], engine[f"synthesizer {clients}"]
             ratio = f"{s['ttfa p50'] / e['ttfa p50']:.2f}" if s["ttfa p50"] and e["ttfa p50"] else "-"
@@ -541,6 +551,9 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, help="client processes per load (default: 1 on CPU, one per 16 clients on CUDA)")
     parser.add_argument("--threads", type=int, help="torch threads of the server/engine (default: 1 on CPU)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra argument for serve (repeat; --server-arg=--opt=value)")
+    parser.add_argument(
+        "--switch-interval", type=float, help="the server's sys.setswitchinterval (seconds; Python's default 0.005), for an A/B run"
+    )
     parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy during the largest load (.svg or .json)")
     parser.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples that hold the GIL")
     parser.add_argument("--py-spy-load", type=int, help="py-spy: record at this load (default: the largest)")
@@ -586,6 +599,9 @@ def main() -> None:
                     if args.records:
                         Path(f"{args.records}.{clients}.json").write_text(json.dumps(records))
                     loads[clients] = summarize(records)
+                    queued = [float(v) for v in re.findall(r"sentences queued after ([\d.]+) ms", server.log.read_text(errors="replace"))]
+                    queued = queued[-len(records):]  # this load's requests (one line each)
+                    loads[clients].update({"queued p50 ms": pct(queued, 0.5), "queued p95 ms": pct(queued, 0.95)})
                     loads[clients].update(cpu_split(server.proc.pid, before, thread_cpu(server.proc.pid)))
                 finally:
                     if spy is not None:

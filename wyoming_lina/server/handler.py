@@ -94,6 +94,7 @@ class _Request:
     chars: int = 0
     samples: int = 0
     first_audio: float | None = None
+    queued: float | None = None  # when a plain request's sentences were all handed to the engine
     audio_started: bool = False
     error: LinaError | None = None
     gone: bool = False  # the client closed the connection while audio was being sent
@@ -173,6 +174,7 @@ class LinaEventHandler(AsyncEventHandler):
                 await self._begin(streaming=False, voice=voice)
                 self._add_text(text)
                 self._end_text()
+                self._request.queued = time.monotonic()
         elif SynthesizeStart.is_type(event.type):
             await self._begin(streaming=True, voice=_voice(event))
         elif SynthesizeChunk.is_type(event.type):
@@ -438,6 +440,8 @@ class LinaEventHandler(AsyncEventHandler):
             return
         audio = request.samples / self.synth.sample_rate
         first = f"{request.first_audio - request.started:.2f} s" if request.first_audio is not None else "-"
+        if request.queued is not None:  # (voice and text ready: what the server adds before the engine)
+            first += f" (sentences queued after {1000 * (request.queued - request.started):.1f} ms)"
         _LOGGER.info(
             "%s: voice %s, %d chars, first audio after %s, %.2f s of audio in %.2f s (real-time factor %s)",
             kind,
