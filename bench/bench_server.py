@@ -255,6 +255,11 @@ async def measure_startup(server: ServerProcess, voice: str, timeout: float) -> 
     out["first audio (request at listening)"] = probe["start"] + probe["ttfa"] - server.started if probe["ttfa"] else None
     out["that request done"] = probe["end"] - server.started
     out["probe error"] = probe["error"]
+    out["TTFA during warm-up"] = None
+    if "warm" not in server.milestones():  # a request while the fast paths are still being prepared
+        during = await one_request("127.0.0.1", server.port, TEXTS[1], voice)
+        out["TTFA during warm-up"] = during["ttfa"]
+        out["probe error"] = out["probe error"] or during["error"]
     while "warm" not in server.milestones():  # (without a compiler no "took over" line comes: timeout)
         if server.proc.poll() is not None or time.monotonic() > deadline:
             print("# no warm-up end in the server's log: measuring anyway", file=sys.stderr)
@@ -477,6 +482,10 @@ def engine_role(args, files: Prepared) -> dict:
 
 
 # --- orchestration -------------------------------------------------------------------------------
+def times(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{1000 * value:.0f}"
 
@@ -487,42 +496,47 @@ def seconds(value) -> str:
 
 def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, memory: str | None, args) -> list[str]:
     setting = f"; switch interval {args.switch_interval} s" if args.switch_interval else ""
-    out = ["", f"## Server start-up (seconds after the process started; {args.device}, {'tiny' if args.tiny else 'full-size'} models{setting})", ""]
-    out += ["| port listening | describe answered | model loaded | speaking | first audio of a request sent at listening | that request done | warm |"]
+    models = "tiny" if args.tiny else "full-size"
+    out = ["", f"## Server start-up (seconds after the process started; {args.device}, {models} models{setting})", ""]
+    out += ["| port listening | describe answered | model loaded | speaking | first audio, request sent at listening | TTFA of a request during warm-up (ms) | warm |"]
     out += ["|---|---|---|---|---|---|---|"]
     out += [
         f"| {seconds(startup['port listening'])} | {seconds(startup['describe answered'])} | "
         f"{seconds(milestones.get('model loaded'))} | {seconds(milestones.get('speaking'))} | "
-        f"{seconds(startup['first audio (request at listening)'])} | {seconds(startup['that request done'])} | "
+        f"{seconds(startup['first audio (request at listening)'])} | {ms(startup['TTFA during warm-up'])} | "
         f"{seconds(milestones.get('warm'))} |"
     ]
     if startup.get("probe error"):
-        out += ["", f"The request sent at listening failed: {startup['probe error']}"]
-    voice = "prompt" if args.voice == "prompt" else "state"
-    out += ["", f"## Load ({voice} voice, new connection per request, two-sentence texts)", ""]
-    head = "| clients | requests | errors | server TTFA p50 ms | p95 ms | server x real time | event loop CPU ms per request | read -> queued p50 / p95 ms |"
-    rule = "|---|---|---|---|---|---|---|---|"
+        out += ["", f"A request sent during start-up failed: {startup['probe error']}"]
+    out += ["", f"## Load ({args.voice} voice, a new connection per request, two-sentence texts)", ""]
+    head = "| clients | requests (errors) | TTFA p50 / p95 ms | x real time | event loop CPU ms per request | read -> queued p50 / p95 ms |"
     if engine:
-        head += " engine TTFA p50 ms | p95 ms | engine x real time | in-process synthesizer p50 ms | x real time | TTFA p50 server/engine | aggregate server/engine |"
-        rule += "---|---|---|---|---|---|---|"
-    out += [head, rule]
+        head += " engine TTFA p50 / p95 ms | engine x real time | TTFA p50 server / engine | aggregate server / engine | in-process synthesizer TTFA p50 ms, x real time |"
+    out += [head, "|" + "---|" * head.count(" |")]
     for clients in args.loads:
         s = loads[clients]
         loop_ms = f"{1000 * s['event loop cpu s'] / s['requests']:.1f}" if "event loop cpu s" in s else "-"
         q50, q95 = s.get("queued p50 ms"), s.get("queued p95 ms")
         queued = f"{q50:.1f} / {q95:.1f}" if q50 is not None else "-"
-        row = f"| {clients} | {s['requests']} | {s['errors']} | {ms(s['ttfa p50'])} | {ms(s['ttfa p95'])} | {s['x real time']:.0f} | {loop_ms} | {queued} |"
+        row = (
+            f"| {clients} | {s['requests']} ({s['errors']}) | {ms(s['ttfa p50'])} / {ms(s['ttfa p95'])} | "
+            f"{times(s['x real time'])} | {loop_ms} | {queued} |"
+        )
         if engine:
             e, y = engine[f"engine {clients}"], engine[f"synthesizer {clients}"]
             ratio = f"{s['ttfa p50'] / e['ttfa p50']:.2f}" if s["ttfa p50"] and e["ttfa p50"] else "-"
             agg = f"{100 * s['x real time'] / e['x real time']:.0f}%" if e["x real time"] else "-"
-            row += f" {ms(e['ttfa p50'])} | {ms(e['ttfa p95'])} | {e['x real time']:.0f} | {ms(y['ttfa p50'])} | {y['x real time']:.0f} | {ratio} | {agg} |"
+            row += (
+                f" {ms(e['ttfa p50'])} / {ms(e['ttfa p95'])} | {times(e['x real time'])} | {ratio} | {agg} | "
+                f"{ms(y['ttfa p50'])}, {times(y['x real time'])} |"
+            )
         out.append(row)
     errors = {kind for s in loads.values() for kind in s["error kinds"]}
     if errors:
         out += ["", "Errors seen: " + "; ".join(sorted(errors))]
     if memory:
-        out += ["", f"Peak GPU memory, server: {memory}" + (f"; engine process (PyTorch, allocated): {engine['peak GPU GiB']:.2f} GiB" if engine and "peak GPU GiB" in engine else "")]
+        peak = f"; engine process (PyTorch, allocated): {engine['peak GPU GiB']:.2f} GiB" if engine and "peak GPU GiB" in engine else ""
+        out += ["", f"Peak GPU memory, server: {memory}{peak}"]
     return out
 
 
@@ -618,7 +632,11 @@ def main() -> None:
         if args.engine:
             prepared = json.dumps({k: str(v) if v else None for k, v in dataclasses.asdict(files).items()})
             command = [sys.executable, __file__, "--role", "engine", "--prepared", prepared] + sys.argv[1:]
-            env = dict(os.environ, OMP_NUM_THREADS=str(args.threads)) if args.threads else None
+            from wyoming_lina.server.runtime import cache_environment
+
+            env = dict(os.environ, **cache_environment(files.data_dir, os.environ))  # the server's compile caches
+            if args.threads:
+                env["OMP_NUM_THREADS"] = str(args.threads)
             done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
             if done.returncode != 0:
                 raise SystemExit(f"the engine process failed ({done.returncode})")
