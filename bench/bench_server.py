@@ -43,7 +43,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+# The code measured is the checkout this is run from (the server runs `python -m wyoming_lina` there
+# too), else the one beside this script: one bench can measure two checkouts, before and after.
+CODE = Path.cwd() if (Path.cwd() / "wyoming_lina" / "__init__.py").is_file() else HERE.parent
+sys.path[:0] = [str(HERE), str(CODE)]
 
 from load_clients import TEXTS, one_request, pct  # noqa: E402
 
@@ -186,7 +189,7 @@ class ServerProcess:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
         self.started = time.time()
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=CODE)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -486,6 +489,35 @@ def engine_role(args, files: Prepared) -> dict:
     return results
 
 
+def text_path(files: Prepared, voice_name: str, repeat: int = 400) -> str:
+    """CPU microseconds per request of what the event loop does with a request's text (split,
+    normalise, tokenise, submit: ``SynthesisStream.add_text`` + ``finish``) for the bench texts,
+    the engine not running (its queue takes the jobs), on this machine's CPU."""
+    from wyoming_lina.engine import SamplingOptions
+    from wyoming_lina.engine.synthesizer import SynthesisSettings, SynthesisStream, Synthesizer
+    from wyoming_lina.server.download import ModelFiles
+    from wyoming_lina.server.runtime import load_runtime
+    from wyoming_lina.voices.store import VoiceStore
+
+    runtime = load_runtime(ModelFiles(files.lina, files.codec, files.codec_config, files.tokenizer), "cpu", "float32", max_queue=10**7)
+    store = VoiceStore(files.data_dir, codec=runtime.codec, model=runtime.model, tokenizer=runtime.tokenizer)
+    synth = Synthesizer(runtime.engine, runtime.tokenizer, store, SynthesisSettings(sampling=SamplingOptions(seed=SEED)))
+    voice = store.get(voice_name)
+
+    async def run(n: int) -> float:
+        started = time.thread_time()  # CPU time of this thread: other processes on the machine do not count
+        for i in range(n):
+            stream = SynthesisStream(synth, voice, synth.settings.sampling, owner=object())
+            stream.add_text(TEXTS[i % len(TEXTS)])
+            stream.finish()
+            stream.cancel()
+        return (time.thread_time() - started) / n * 1e6
+
+    asyncio.run(run(50))
+    runs = [asyncio.run(run(repeat)) for _ in range(3)]
+    return f"text path per request (split, normalise, tokenise, submit; {voice_name}): " + ", ".join(f"{us:.0f}" for us in runs) + " us"
+
+
 # --- orchestration -------------------------------------------------------------------------------
 def times(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
@@ -576,6 +608,7 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy during the largest load (.svg or .json)")
     parser.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples that hold the GIL")
     parser.add_argument("--py-spy-load", type=int, help="py-spy: record at this load (default: the largest)")
+    parser.add_argument("--text-path", action="store_true", help="only time the text work of a request in this process (no server)")
     parser.add_argument("--records", metavar="PREFIX", help="write every request's record to PREFIX.<clients>.json")
     parser.add_argument("--cprofile", metavar="FILE", help="run the server under cProfile (its main thread: the event loop)")
     parser.add_argument("--startup-timeout", type=float, default=900.0)
@@ -600,6 +633,9 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-server-"))
     try:
         files = prepare(work, args.fixtures, args.tiny)
+        if args.text_path:
+            print(text_path(files, args.voice_name))
+            return
         memory = GpuMemory() if args.device.startswith("cuda") and shutil.which("nvidia-smi") else None
         server = ServerProcess(files, args, work / "server.log", max(args.loads))
         if memory is not None:
