@@ -183,7 +183,13 @@ def check_server(fixtures: Path, cuda: bool, startup_timeout: float) -> None:
         report(healthy, f"server started through docker/entrypoint.sh; the health check (no URI) passed after {time.monotonic() - started:.0f} s")
         if not healthy:
             return
+        # the port answers describe while the model still loads: wait until it speaks
+        while time.monotonic() - started < startup_timeout and server.poll() is None:
+            if "ready: speaking" in log_path.read_text(errors="replace"):
+                break
+            time.sleep(0.5)
         log_text = log_path.read_text(errors="replace")
+        report("ready: speaking" in log_text, f"the model loaded and the server speaks after {time.monotonic() - started:.0f} s")
         if cuda:
             report("compiled and launched a test kernel" in log_text and "TRITON CANNOT" not in log_text, "the server's Triton check passed on CUDA")
             report("loaded the model and codec on cuda" in log_text, "the model and codec run on CUDA")

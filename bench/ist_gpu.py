@@ -34,7 +34,8 @@ from full_size import random_full_size_lina  # noqa: E402
 from wyoming_lina.model import BOS, SpeakerState, cast_weights, load_lina  # noqa: E402
 from wyoming_lina.model.kernels import choose_gla_kernel, fla_available, gla, naive_gla  # noqa: E402
 from wyoming_lina.voices.dataset import TuningExample  # noqa: E402
-from wyoming_lina.voices.tuning import TuningConfig, collate, tune_state  # noqa: E402
+from wyoming_lina.voices.batches import collate  # noqa: E402
+from wyoming_lina.voices.training import TuningConfig, tune_state  # noqa: E402
 
 FRAMES_PER_SECOND = 75
 TEXT_TOKENS_PER_SECOND = 12  # roughly what the BPE tokenizer gives for English speech

@@ -195,6 +195,9 @@ async def test_refusals_change_nothing(studio, clip, tmp_path):
             assert "long.wav" in message and "130 s" in message
         async with http.post("api/voices", data=form(name="noclip", text=CLIP_TEXT)) as r:
             await expect_error(r, 400, "no-audio")
+        async with http.post("api/voices", data=form(name="wordy", audio=clip, text=" ".join([CLIP_TEXT] * 90))) as r:
+            message = await expect_error(r, 400, "voice-error")  # a transcript the model can never take
+            assert "990 words" in message and "at most about" in message
         async with http.post("api/speak", json={"text": "x" * 20_000, "voice": "fixture"}) as r:
             await expect_error(r, 400, "text-too-long")
         async with http.post("api/speak", data=b"not json", headers={"Content-Type": "application/json"}) as r:

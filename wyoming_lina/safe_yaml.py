@@ -2,7 +2,8 @@
 
 ``yaml.safe_load`` builds no objects, but it still expands aliases (a 600-byte file of nested
 aliases becomes gigabytes: "billion laughs"), keeps only the last of two equal keys without a
-word, and reads a file of any size. Configuration and voice files need none of that.
+word, reads a file of any size, and recurses once per level of nesting (5,000 ``[`` exhaust
+Python's stack). Configuration and voice files need none of that.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 import yaml
 
 
+MAX_DEPTH = 32  # levels of nesting; configuration and voice files need three or four
+
+
 class YamlError(ValueError):
     """A YAML file that is unreadable, too large, or uses what these files never need."""
 
@@ -20,13 +24,21 @@ class YamlError(ValueError):
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses anchors, aliases and duplicate keys."""
 
+    depth = 0
+
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise yaml.constructor.ConstructorError(
                 None, None, "anchors and aliases (&name, *name) are not allowed here", event.start_mark
             )
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise yaml.constructor.ConstructorError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -57,3 +69,5 @@ def load_yaml(path: Path, *, max_bytes: int, what: str) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         raise YamlError(f"{what} {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    except (ValueError, OverflowError, RecursionError) as err:  # e.g. an integer of 5,000 digits
+        raise YamlError(f"{what} {path} holds a value that cannot be read: {str(err)[:200]}") from None

@@ -47,6 +47,7 @@ def tiny_engine(tiny_lina, tiny_decoder):
     assert engine.settings.graphs.capture and engine.settings.graphs.compile
     engine.warm_codec()
     engine.warm_prefill(prompt_frames=12)
+    assert engine.warm_graphs() > 0 and engine.runner.compiled  # the compiled step serves
     engine.start()
     yield engine
     engine.stop()
@@ -56,6 +57,7 @@ def tiny_engine(tiny_lina, tiny_decoder):
 def full_engine(full_lina, full_decoder):
     engine = Engine.create(full_lina, full_decoder, compile=True, max_batch=4)
     engine.warm_codec()
+    assert engine.warm_graphs() > 0 and engine.runner.compiled
     engine.start()
     yield engine
     engine.stop()
@@ -180,3 +182,36 @@ def test_full_size_bf16_engine_gives_every_row_its_audio(full_engine, full_lina,
             assert handles[a].stats.tokens == handles[b].stats.tokens, f"identical rows {a} and {b} sampled differently"
             assert_rel(audio[a], audio[b], 1e-6, f"identical rows {a} and {b}: audio")
     no_out_of_memory_back_off(full_engine)
+
+
+def test_served_while_the_warm_up_thread_compiles_then_the_compiled_step_takes_over(tiny_lina, tiny_decoder, vec):
+    """The server's start-up path on CUDA: an engine serving at once with graphs of the plain step
+    while ``WarmUp`` compiles the step on its own thread (graphs captured thread-locally between
+    iterations); requests keep being answered, and the compiled twin takes over without an error."""
+    import time
+
+    from wyoming_lina.engine.warmup import WarmUp
+
+    text = fixture_texts(vec)[0]
+    engine = Engine.create(tiny_lina, tiny_decoder, compile=True, max_batch=8)
+    engine.start()
+
+    async def main():
+        warm = WarmUp(engine).start()
+        served = 0
+        deadline = time.monotonic() + TIMEOUT
+        while not warm.done.is_set() and time.monotonic() < deadline:
+            (handle,), (audio,) = await speak(engine, [GenerationJob(text, max_frames=24, sampling=GREEDY)])
+            assert len(audio) == handle.stats.frames * 320 > 0 and np.isfinite(audio).all()
+            served += 1
+        after = await speak(engine, [GenerationJob(text, max_frames=24, sampling=GREEDY) for _ in range(3)])
+        return warm, served, after
+
+    try:
+        warm, served, (handles, audio) = asyncio.run(main())
+    finally:
+        engine.stop()
+    assert warm.done.is_set() and warm.error is None, warm.error
+    assert warm.stage == "compiled" and engine.runner.compiled and served >= 1
+    assert handles[0].stats.tokens == handles[1].stats.tokens == handles[2].stats.tokens  # the same job, the same tokens
+    assert all(len(a) == h.stats.frames * 320 for h, a in zip(handles, audio))

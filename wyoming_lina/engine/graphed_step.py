@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..defaults import MAX_TEXT_TOKENS
 from ..model import LinaModel, LinaState, TextContext
 from ..model.gla import GLAState
 from .batch import ActiveBatch
@@ -45,7 +46,7 @@ class GraphConfig:
     batch_buckets: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
     # the cross-attention reads [B, bucket, 1024] keys, values and positions every step (bf16 on a
     # GPU: at batch 256 and 128 tokens that is 268 MB): buckets close to the real text length pay off
-    text_buckets: tuple[int, ...] = (32, 64, 96, 128, 192, 256, 384, 512)
+    text_buckets: tuple[int, ...] = (32, 64, 96, 128, 192, 256, 384, MAX_TEXT_TOKENS)
     top_k_buckets: tuple[int, ...] = (128, 1024)
     capture: bool = True  # False: run the same code eagerly (CPU)
     compile: bool = False  # fuse the step with torch.compile before capturing (slow first capture)
@@ -194,6 +195,15 @@ class GraphedStep:
     @property
     def graph_count(self) -> int:
         return len(self._graphs)
+
+    def release(self) -> None:
+        """Free the graphs and buffers now (a twin took over). ``_compute`` refers back to this
+        object, so without this the memory would wait for a garbage collection (and after
+        ``gc.freeze()`` never come back)."""
+        self._graphs.clear()
+        self._buffers = None
+        self._pool = None
+        self._compute = None
 
     def keys_for(self, batch: ActiveBatch) -> tuple[int, int, int]:
         cfg = self.config

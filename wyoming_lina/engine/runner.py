@@ -191,7 +191,8 @@ class GraphedRunner(Runner):
             return
         if self.model.device.type == "cuda":
             torch.cuda.synchronize(self.model.device)  # queued replays of the old graphs finish first
-        self.graphed, self._twin = self._twin, None
+        old, self.graphed, self._twin = self.graphed, self._twin, None
+        old.release()  # (the batch's tensors keep the old buffers alive until they move over)
 
     def warm_graphs(self, text_lengths: tuple[int, ...] | None = None, top_k: int = 100) -> int:
         """Everything at once (benchmarks, tests): capture the step graphs of every bucket for

@@ -23,6 +23,7 @@ from typing import AsyncIterator, Protocol
 
 import numpy as np
 
+from ..defaults import MAX_SENTENCE_CHARS
 from ..errors import NoAudioError, SynthesisError, TextTooLongError, UnsupportedTextError
 from ..text import LinaTokenizer, SentenceChunker, has_content, name_characters, normalize_text, prepare_sentence
 from ..voices.voice import Voice, VoiceInfo
@@ -47,7 +48,7 @@ class SynthesisSettings:
     default_voice: str | None = None
     sentence_silence: float = 0.2  # seconds between sentences
     max_text_chars: int = 10_000  # per request (and per stream)
-    max_sentence_chars: int = 200
+    max_sentence_chars: int = MAX_SENTENCE_CHARS
     max_frames: int = 60 * FRAMES_PER_SECOND  # no sentence longer (--max-sentence-seconds)
     max_sentences_ahead: int = 16  # sentences of one request generating at once (the rest wait their turn)
     deadline: float | None = 120.0  # seconds per sentence job from submission

@@ -31,9 +31,10 @@ from collections.abc import Iterable
 
 from sentence_stream import SentenceBoundaryDetector
 
+from ..defaults import MAX_SENTENCE_CHARS
 from .markup import LINE_MARKER_RE, PARTIAL_LINE_MARKER_RE
 
-DEFAULT_MAX_CHARS = 200
+DEFAULT_MAX_CHARS = MAX_SENTENCE_CHARS
 # Streaming flushes an unfinished sentence once it is this much longer than max_chars: the
 # detector's look-ahead ("." then spaces then a capital) is short, so by then no sentence
 # boundary can still appear inside the first piece.

@@ -103,7 +103,9 @@ def ensure_default_voice(
     of generation at most per attempt) and stored. Call at start-up, before serving.
 
     Model, codec and tokenizer default to the store's. A ``default`` voice that exists but
-    cannot be loaded raises VoiceError (the server should not start with a broken default)."""
+    cannot be loaded raises VoiceError (the server should not start with a broken default).
+    Two servers starting together on an empty data dir both make it; the folder of the first
+    to finish stays, and the other reads it (both then speak with the same voice)."""
     if name in store:
         return store.get(name)
     model = model if model is not None else store.model
@@ -139,5 +141,6 @@ def ensure_default_voice(
         description="Built-in voice",
         source=source,
         extra=extra,
+        exist_ok=True,  # a server started at the same moment made it first: use that one
     )
     return store.get(name)

@@ -27,6 +27,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes
 from ..errors import VoiceError
+from ..safe_yaml import YamlError, load_yaml
 
 VOICES_DIR = "voices"
 VOICE_FILE = "voice.yaml"
@@ -37,8 +38,10 @@ STATE_FILE = "state.safetensors"
 TUNING_DIR = "tuning"
 KINDS = ("prompt", "state", "prompt+state")
 CODES_FORMAT = "wyoming-lina-prompt-codes/1"
+# YAML read by the server on every rescan: read no further (and see safe_yaml: no aliases, depth)
+VOICE_FILE_MAX_BYTES = 32 * 1024  # voice.yaml, settings.yaml: the tools write under 1 KiB
+VOICES_FILE_MAX_BYTES = 1024 * 1024  # a voices file: room for about a thousand voices with transcripts
 
-_LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
 _STATE_KEY_RE = re.compile(r"layer(\d+)_([kv])")
 
 
@@ -76,17 +79,15 @@ def write_yaml(path: Path, data: dict) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-def read_yaml_mapping(path: Path) -> dict:
-    """A YAML file that must hold a mapping; VoiceError names the problem otherwise."""
+def read_yaml_mapping(path: Path, max_bytes: int = VOICE_FILE_MAX_BYTES, what: str = "the file") -> dict:
+    """A YAML file that must hold a mapping (an empty file is an empty one), read through
+    ``wyoming_lina.safe_yaml``; VoiceError in one line naming the file and the problem otherwise."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as err:
-        raise VoiceError(f"cannot read {path}: {err}") from err
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or " ".join(str(err).split())
-        raise VoiceError(f"{path} is not valid YAML{where}: {problem}") from err
+        data = load_yaml(path, max_bytes=max_bytes, what=what)
+    except OSError as err:
+        raise VoiceError(f"cannot read {path}: {err.strerror or err}") from err
+    except YamlError as err:
+        raise VoiceError(str(err)) from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -110,21 +111,6 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
         raise VoiceError(f"cannot read {path}: {err}") from err
-
-
-def parse_languages(value, default: tuple[str, ...], where: str) -> tuple[str, ...]:
-    """``en`` or ``[en, de]`` -> ('en', 'de'); VoiceError for anything else."""
-    if value is None:
-        return default
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
-        raise VoiceError(f"{where}: languages must be a language code or a non-empty list of them")
-    out = []
-    for item in items:
-        if not isinstance(item, str) or not _LANGUAGE_RE.fullmatch(item.strip()):
-            raise VoiceError(f"{where}: {item!r} is not a language code (like 'en' or 'en_US')")
-        out.append(item.strip())
-    return tuple(dict.fromkeys(out))
 
 
 def inspect_state_tensors(tensors: dict[str, torch.Tensor], where: str, config=None) -> tuple[int, int]:

@@ -21,7 +21,9 @@ _RESERVED = frozenset({"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1
 
 def name_problem(name: object) -> str | None:
     """Why ``name`` cannot be a voice name, or None when it can (a pure check, no disk)."""
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str):
+        return f"a voice name must be text, not {type(name).__name__}"
+    if not name:
         return "a voice name cannot be empty"
     if len(name) > MAX_NAME_LENGTH:
         return f"voice name {name[:20]!r}... is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"

@@ -19,6 +19,7 @@ import yaml
 
 from ..errors import LinaError, VoiceError
 from .files import atomic_write_text, read_yaml_mapping
+from .problems import printable
 from .names import name_key, validate_name
 from .voice import Voice, VoiceInfo
 
@@ -55,9 +56,9 @@ class VoicePreferences:
             if self._cached[0] == key:
                 return self._cached[1]
             try:
-                data = read_yaml_mapping(self.path)
+                data = read_yaml_mapping(self.path, what="settings file")
             except VoiceError as err:
-                _LOGGER.warning("ignoring %s: %s", self.path, err)
+                _LOGGER.warning("ignoring the settings: %s", printable(err))
                 data = {}
             self._cached = (key, data)
             return data
@@ -130,4 +131,4 @@ class DefaultingVoices:
     def _report(self, message: str) -> None:
         if self._reported != message:
             self._reported = message
-            _LOGGER.warning("%s", message)
+            _LOGGER.warning("%s", printable(message))
