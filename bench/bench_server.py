@@ -8,19 +8,23 @@ published shapes with random weights, ``bench/full_size.py`` and ``bench/codec_m
 safetensors) with a prompt voice and a state voice in its data dir, then starts ``wyoming-lina
 serve`` and measures:
 
-* start-up, in seconds since the process started: the server's own log lines (model loaded,
-  warm-up done, ready) and what a client sees by polling (port listening, ``describe`` answered,
-  first audio of a request sent as soon as the port listened, that request done);
+* start-up, in seconds since the process started: what a client sees by polling (port listening,
+  ``describe`` answered, the first audio of a request sent as soon as the port listened, the time
+  to first audio of a request sent during the warm-up) and the server's own log lines (model
+  loaded, speaking, warm);
 * per load (``--loads``, concurrent clients in ``--client-procs`` processes of
   ``bench/load_clients.py``; a new connection per request, two-sentence texts, the prompt voice):
   time to first audio p50/p95 (from writing ``synthesize`` to the first ``audio-chunk``), seconds
-  of audio per wall second over all clients, errors;
+  of audio per wall second over all clients, errors, the server's event-loop CPU per request, and
+  from its log how long after reading a request its sentences were all queued for the engine;
 * peak GPU memory of the server process (nvidia-smi).
 
 ``--engine`` then measures the same load on the engine alone (another process, the same files,
 warm-up and settings; each request's sentences submitted as jobs prepared beforehand; TTFA from
 submit to the first chunk) and through the ``Synthesizer`` in that process (text preparation
-included, no sockets), so the ratios come from one run. The last thing printed is a markdown table.
+included, no sockets), so the ratios come from one run. The last thing printed is markdown tables.
+The code measured is the checkout this is run from (see CODE): run it from main's checkout with
+this script for "before". docs/benchmarks.md ("Through the server") has the commands and numbers.
 """
 
 from __future__ import annotations
@@ -80,7 +84,6 @@ class Prepared:
 def prepare(work: Path, fixtures: Path, tiny: bool) -> Prepared:
     """Model files and the two voices in ``work`` (made once; a later run with the same
     ``--work-dir`` reuses them, and whatever caches the server keeps in the data dir)."""
-    import numpy as np
     import soundfile
     import torch
 
@@ -130,7 +133,6 @@ def prepare(work: Path, fixtures: Path, tiny: bool) -> Prepared:
     store.add(STATE_VOICE, state=state_file, description="bench: speaker state")
     stamp.write_text(f"prepared in {time.monotonic() - started:.1f} s\n")
     print(f"# prepared {kind} models and voices in {work} in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    del np
     return files
 
 
