@@ -556,3 +556,30 @@ def test_every_batch_and_every_change_has_its_own_generation():
         batch = ActiveBatch()  # freed at once: ids repeat, generations must not
         assert batch.generation not in seen
         seen.add(batch.generation)
+
+
+async def test_handles_hear_audio_then_their_own_end_sent_together_from_another_thread():
+    """What the engine thread hands out for many rows at once (one wake-up of the event loop)
+    reaches each caller in order: its audio, then its end or its own error, once."""
+    from wyoming_lina.engine.job import JobHandle
+
+    loop = asyncio.get_running_loop()
+    handles = [JobHandle(GenerationJob([1, 5, 2], max_frames=5), loop) for _ in range(3)]
+    boom = SynthesisError("boom")
+
+    def engine_thread():
+        JobHandle.deliver_many([(h, np.full(4, i, np.float32)) for i, h in enumerate(handles)])
+        JobHandle.finish_many([(handles[0], None), (handles[1], boom), (handles[2], None), (handles[0], boom)])
+
+    await asyncio.to_thread(engine_thread)
+    assert (await drain(handles[0])).tolist() == [0.0] * 4  # its end came first: a later error means nothing
+    with pytest.raises(SynthesisError, match="boom"):
+        await drain(handles[1])
+    assert (await drain(handles[2])).tolist() == [2.0] * 4
+    assert all(h.done and h.stats.finished is not None for h in handles)
+
+    closed = asyncio.new_event_loop()
+    closed.close()
+    orphan = JobHandle(GenerationJob([1, 5, 2], max_frames=5), closed)
+    JobHandle.finish_many([(orphan, None)])  # nobody listens any more: the row is dropped
+    assert orphan.cancelled

@@ -67,3 +67,25 @@ def test_default_voice_precedence(tmp_path, lina_dir, model):
         voices.get("alice")
     (tmp_path / "settings.yaml").write_text("default_voice: [not, a, name]\n")
     assert voices.get("").name == "builtin"
+
+
+def test_loaded_default_voice_follows_the_choice(tmp_path, lina_dir, model):
+    """What the event loop may take without reading a file (``loaded``) is always what ``get``
+    gives; a changed choice makes it say None until ``get`` has read the settings again."""
+    store = VoiceStore(tmp_path, model=model)
+    for name in ("builtin", "alice"):
+        store.add(name, state=lina_dir / "speaker_state.safetensors")
+    preferences = VoicePreferences(tmp_path)
+    voices = DefaultingVoices(store, preferences, fixed=None, fallback="builtin")
+    assert voices.loaded("") is None  # nothing loaded yet
+    builtin = voices.get("")
+    assert voices.loaded("") is builtin and voices.loaded(None) is builtin
+    preferences.set_default_voice("alice")
+    assert voices.loaded("") is None
+    alice = voices.get("")
+    assert alice.name == "alice" and voices.loaded("") is alice
+    assert voices.loaded("builtin") is builtin  # a named voice is never replaced
+    (tmp_path / "settings.yaml").unlink()
+    assert voices.loaded("") is None and voices.get("") is builtin and voices.loaded("") is builtin
+    fixed = DefaultingVoices(store, preferences, fixed="alice", fallback="builtin")
+    assert fixed.loaded("") is alice  # --voice wins

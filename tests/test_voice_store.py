@@ -279,6 +279,46 @@ def test_loaded_voices_are_cached_by_file_times(store, tmp_path):
     assert store.get("v") is second
 
 
+def test_loaded_gives_only_what_get_would_give(store, tmp_path, lina_dir):
+    """``loaded`` (asked on the server's event loop) never answers with a voice that changed,
+    was removed or is hidden by a newer one: it says None and ``get`` decides."""
+    store.add("v", audio=write(tmp_path / "c.wav", speech_like(4)), text="hello there my friend")
+    assert store.loaded("v") is None  # never loaded: get() must load it (in a worker thread)
+    first = store.get("v")
+    assert store.loaded("v") is first and store.loaded("V") is first
+    (tmp_path / "data/voices/v/prompt.txt").write_text("good morning, my friend\n")
+    assert store.loaded("v") is None
+    second = store.get("v")
+    assert second is not first and store.loaded("v") is second
+    other = tmp_path / "data/voices/w"  # a voice made on disk by hand: the voices folder changed
+    other.mkdir()
+    (other / "voice.yaml").write_text("kind: state\n")
+    (other / "state.safetensors").write_bytes((lina_dir / "speaker_state.safetensors").read_bytes())
+    assert store.loaded("v") is None and store.loaded("w") is None
+    store.list()  # (a describe) rescans: nothing about v changed
+    assert store.loaded("v") is second
+    store.remove("v")
+    assert store.loaded("v") is None
+    with pytest.raises(UnknownVoiceError):
+        store.get("v")
+    assert store.loaded("nobody") is None and store.loaded("") is None and store.loaded(None) is None
+
+
+def test_loaded_voice_of_a_voices_file(tmp_path, codec, model):
+    clip = write(tmp_path / "a.wav", speech_like(3))
+    listing = tmp_path / "voices.yaml"
+    listing.write_text(f"alice:\n  audio: {clip}\n  text: hello there my friend\n")
+    store = VoiceStore(tmp_path / "data", codec=codec, model=model, config_path=listing)
+    alice = store.get("alice")
+    store.list()  # (the first load made the code cache's folder in the voices folder)
+    assert store.loaded("alice") is alice
+    listing.write_text(f"alice:\n  audio: {clip}\n  text: hello there, my good friend\n")
+    assert store.loaded("alice") is None
+    assert store.get("alice").prompt_text == "hello there, my good friend"
+    write(clip, speech_like(3, seed=1))  # the clip itself changed
+    assert store.loaded("alice") is None
+
+
 class CountingCodec:
     """The fixture codec, counting encodes."""
 

@@ -97,17 +97,27 @@ class JobHandle:
                     handle.cancel()
 
     def finish(self, error: BaseException | None = None) -> None:
-        if self.done:
-            return
-        self.done = True
-        self.stats.finished = time.monotonic()
-        self._put(error if error is not None else _Done())
+        JobHandle.finish_many([(self, error)])
 
-    def _put(self, item) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
-        except RuntimeError:  # the caller's event loop is closed: nobody is listening
-            self.cancel()
+    @staticmethod
+    def finish_many(endings: list[tuple["JobHandle", BaseException | None]]) -> None:
+        """``handle.finish(error)`` for many handles with ONE wake-up per event loop (as
+        ``deliver_many``): rows of a batch often end in the same step, and each wake-up is a
+        system call on the engine thread, a moment the event loop can take the GIL from it."""
+        now = time.monotonic()
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[JobHandle, object]]] = {}
+        for handle, error in endings:
+            if handle.done:
+                continue
+            handle.done = True
+            handle.stats.finished = now
+            by_loop.setdefault(handle._loop, []).append((handle, error if error is not None else _Done()))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, [(h._queue, item) for h, item in items])
+            except RuntimeError:  # the callers' event loop is closed: nobody is listening
+                for handle, _ in items:
+                    handle.cancel()
 
     @property
     def cancelled(self) -> bool:

@@ -50,8 +50,7 @@ class _Ending:
         return True
 
     def deliver(self) -> None:
-        for row in self.ended:
-            row.finish()
+        Row.finish_all(self.ended)
 
     def rows(self) -> list[Row]:
         return self.ended
@@ -161,8 +160,7 @@ class OutputProcessor:
     def fail_all(self, error: BaseException) -> list[Row]:
         """Forget everything in flight; the rows with audio still pending fail with ``error``."""
         rows = [row for item in self._pending for row in item.rows()]
-        for row in rows:
-            row.finish(error)
+        Row.finish_all(rows, error)
         self._log.clear()
         self._milestones.clear()
         self._pending.clear()

@@ -66,6 +66,17 @@ class Row:
         self.handle.stats.frames = self.frames
         self.handle.finish(error)
 
+    @staticmethod
+    def finish_all(rows: list[Row], error: BaseException | None = None) -> None:
+        """``finish(error)`` for many rows; their callers hear it with one wake-up per event loop."""
+        endings = []
+        for row in rows:
+            if row.phase is not Phase.DONE:
+                row.phase = Phase.DONE
+                row.handle.stats.frames = row.frames
+                endings.append((row.handle, error))
+        JobHandle.finish_many(endings)
+
     def frame_count(self, step: int) -> int:
         """Frames this row has at ``step`` (its first token is frame 1)."""
         return step - self.first_step + 1

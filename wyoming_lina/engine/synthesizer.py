@@ -33,6 +33,8 @@ _LOGGER = logging.getLogger(__name__)
 
 
 class VoiceSource(Protocol):
+    """Voices by name; may also have ``loaded(name) -> Voice | None`` (see ``loaded_voice``)."""
+
     def get(self, name: str) -> Voice: ...
 
     def list(self) -> list[VoiceInfo]: ...
@@ -67,6 +69,13 @@ class Synthesizer:
         """The named voice, else the default voice (raises UnknownVoiceError naming the voices)."""
         return self.voices.get(name or self.settings.default_voice or "")
 
+    def loaded_voice(self, name: str | None) -> Voice | None:
+        """``resolve_voice(name)`` if the voices can answer without reading a file (a voice loaded
+        and unchanged: ``VoiceStore.loaded``), so the event loop may call it; else None: call
+        ``resolve_voice`` in a worker thread (it may read files or encode a clip)."""
+        loaded = getattr(self.voices, "loaded", None)  # (an optional part of VoiceSource)
+        return loaded(name or self.settings.default_voice or "") if loaded is not None else None
+
     def open_stream(
         self, voice: Voice | str | None = None, sampling: SamplingOptions | None = None, owner: object = None
     ) -> SynthesisStream:
@@ -97,9 +106,8 @@ class Synthesizer:
     def job_for(self, spoken: str, voice: Voice, sampling: SamplingOptions, owner: object = None) -> GenerationJob:
         """Tokenise one normalised piece (with the voice's prompt transcript in front) and bound
         its length by its characters and the voice's speaking rate."""
-        self.tokenizer.encode(spoken)  # the piece alone must be sayable (the error names it)
-        prompt_text, rate = self._prompt_text_and_rate(voice)
-        ids = self.tokenizer.encode(f"{prompt_text} {spoken}" if prompt_text else spoken)
+        prompt_text, rate = self._prompt_text_and_rate(voice)  # (normalised: only sayable characters)
+        ids = self.tokenizer.encode(f"{prompt_text} {spoken}" if prompt_text else spoken)  # an error names what the piece cannot say
         bounds = frame_bounds(spoken_chars(spoken), rate, self.settings.max_frames)
         return GenerationJob(
             text_ids=ids,

@@ -195,6 +195,7 @@ _FRACTION_RE = re.compile(r"\b([0-9]+)/([0-9]+)\b(?![/.][0-9])")
 _DOTTED_RE = re.compile(r"\b[0-9]+(?:\.[0-9]+){2,}\b")
 _TIMES_RE = re.compile(r"(?<=[0-9])\s*[x×*]\s*(?=[0-9])")
 _NUMBER_RE = re.compile(_NUM)
+_DIGIT_RE = re.compile(r"[0-9]")
 
 _CURRENCIES = {  # symbol or code: (one, many, one hundredth, many hundredths)
     "$": ("dollar", "dollars", "cent", "cents"), "USD": ("dollar", "dollars", "cent", "cents"),
@@ -361,6 +362,8 @@ def _mixed_fraction(match: re.Match) -> str:
 
 def numbers(text: str, day_first: bool = False) -> str:
     """Every digit becomes words, reading it in context (see the module docstring)."""
+    if not _DIGIT_RE.search(text):  # every rule below needs a digit (most sentences have none)
+        return text
     text = _THOUSANDS_RE.sub(lambda m: m.group().replace(",", ""), text)
     text = _ISO_DATE_RE.sub(_iso_date, text)
     text = _NUMERIC_DATE_RE.sub(lambda m: _numeric_date(m, day_first), text)

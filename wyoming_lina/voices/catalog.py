@@ -24,6 +24,7 @@ from .scanning import (
     ScanContext,
     VoiceEntry,
     default_description,
+    directory_signature,
     file_entry_signatures,
     folder_signature,
     read_voices_file,
@@ -57,6 +58,14 @@ class _FileScan:
     entries: dict[str, VoiceEntry]
 
 
+@dataclass(frozen=True)
+class _Scanned:
+    """The last full scan: the voices folder as it was before it, and what it found."""
+
+    folder: object  # directory_signature of the voices folder
+    entries: dict[str, VoiceEntry]
+
+
 class VoiceCatalog:
     """Voices by name key, from the voice folders and the voices file, with what is loaded."""
 
@@ -78,6 +87,7 @@ class VoiceCatalog:
         self._folders: dict[str, VoiceEntry] = {}  # folder name -> its last record
         self._file = _FileScan(None, {})
         self._loaded: dict[str, _Loaded] = {}  # name key -> the voice loaded from these files
+        self._scanned: _Scanned | None = None
         self._failed: dict[str, _Failed] = {}  # name key -> why loading these files failed
 
     # --- asking ----------------------------------------------------------------------------
@@ -126,6 +136,30 @@ class VoiceCatalog:
             self._loaded[key] = _Loaded(signature, voice)
         return voice
 
+    def loaded(self, name: str | None) -> Voice | None:
+        """What ``get(name)`` would return, when that needs no file read: the voice was loaded, and
+        the voices folder (no voice added, removed or renamed), the voices file and the voice's own
+        files are as they were (a few ``stat`` calls, so an event loop may ask). None otherwise, and
+        while another thread uses the catalog: then ask ``get``, in a worker thread."""
+        if not name or not self.lock.acquire(blocking=False):
+            return None
+        try:
+            key, scanned = name_key(name), self._scanned
+            if scanned is None or directory_signature(self.ctx.voices_dir) != scanned.folder:
+                return None
+            if self.voices_file is not None and stat_signature(self.voices_file) != self._file.signature:
+                return None
+            entry, loaded = scanned.entries.get(key), self._loaded.get(key)
+            if entry is None or loaded is None:
+                return None
+            if entry.folder is not None:
+                now = folder_signature(entry.folder)
+            else:
+                now = (self._file.signature, *file_entry_signatures(entry))
+            return loaded.voice if now == loaded.signature else None
+        finally:
+            self.lock.release()
+
     def info(self, key: str, entry: VoiceEntry) -> VoiceInfo:
         """What Home Assistant is shown: a voice that failed to load (files unchanged) is not installed."""
         problem = entry.problem
@@ -145,6 +179,7 @@ class VoiceCatalog:
     # --- scanning --------------------------------------------------------------------------
     def scan(self) -> dict[str, VoiceEntry]:
         """Every voice by name key: the voice folders, then the voices file (which wins a clash)."""
+        folder = directory_signature(self.ctx.voices_dir)  # before listing: a change meanwhile shows later
         entries: dict[str, VoiceEntry] = {}
         try:
             children = voice_folders(self.ctx.voices_dir)
@@ -183,6 +218,7 @@ class VoiceCatalog:
                 self.problems.report(Topic.VOICE, key, unusable(entry, message), quiet=entry.unfinished)
             else:
                 self.problems.clear(Topic.VOICE, key)
+        self._scanned = _Scanned(folder, entries)
         return entries
 
     def _rescan(self, key: str, entry: VoiceEntry) -> VoiceEntry:

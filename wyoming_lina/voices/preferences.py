@@ -35,12 +35,23 @@ class VoicePreferences:
         self._lock = threading.Lock()
         self._cached: tuple[object, dict] = (None, {})
 
-    def _read(self) -> dict:
+    def _signature(self):
         try:
             st = self.path.stat()
         except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def unchanged(self) -> bool:
+        """The file is as when it was last read (or still absent): asking for the default voice
+        now costs one ``stat``, no read."""
+        return self._signature() == self._cached[0]
+
+    def _read(self) -> dict:
+        key = self._signature()
+        if key is None:
+            self._cached = (None, {})
             return {}
-        key = (st.st_mtime_ns, st.st_size)
         with self._lock:
             if self._cached[0] == key:
                 return self._cached[1]
@@ -92,6 +103,16 @@ class DefaultingVoices:
             except LinaError as err:
                 self._report(f"the chosen default voice {chosen!r} cannot be used ({err}); using {self.fallback!r}")
         return self.store.get(self.fixed or self.fallback)
+
+    def loaded(self, name: str | None) -> Voice | None:
+        """``get(name)`` when no file needs reading for it (``VoiceStore.loaded``), else None."""
+        if name:
+            return self.store.loaded(name)
+        if self.fixed:
+            return self.store.loaded(self.fixed)
+        if not self.preferences.unchanged():
+            return None
+        return self.store.loaded(self.chosen() or self.fallback)  # a chosen voice not loaded: None, and get() decides
 
     def chosen(self) -> str | None:
         """The studio's choice, unless ``--voice`` decides."""

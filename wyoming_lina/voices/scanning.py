@@ -87,6 +87,16 @@ def stat_signature(path: Path | None):
     return (st.st_mtime_ns, st.st_size)
 
 
+def directory_signature(path: Path):
+    """(mtime, link count, inode) of a folder, or None: a subfolder added or removed changes its
+    link count even within the clock tick of the folder's last change."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_nlink, st.st_ino)
+
+
 def folder_signature(folder: Path) -> tuple:
     return tuple(stat_signature(folder / f) for f in FOLDER_FILES)
 

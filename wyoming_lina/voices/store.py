@@ -124,6 +124,11 @@ class VoiceStore:
         VoiceError says what is wrong with a broken one."""
         return self._catalog.get(name)
 
+    def loaded(self, name: str | None) -> Voice | None:
+        """What ``get(name)`` would return when no file needs reading for it (a loaded voice whose
+        files are unchanged: a few ``stat`` calls), else None; for the server's event loop."""
+        return self._catalog.loaded(name)
+
     def warm(self) -> list[VoiceInfo]:
         """Load every voice now (encoding clips whose codes are not cached); call at start-up,
         before serving, so no request waits for an encode. Failures are logged, not raised.
