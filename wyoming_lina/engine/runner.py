@@ -190,8 +190,21 @@ class GraphedRunner(Runner):
         return self.graphed.keys(text_lengths or tuple(n for n in config.text_buckets if n <= 256), top_k)
 
     def capture(self, key: tuple[int, int, int]) -> bool:
-        """Capture the serving step's graph for one bucket (milliseconds uncompiled)."""
+        """Capture the serving step's graph for one bucket (milliseconds once ``prepare_kernels``
+        has run)."""
         return self.graphed.capture(key)
+
+    def prepare_kernels(self, keys: list[tuple[int, int, int]]) -> None:
+        """ON ANOTHER THREAD than the engine's: run the plain step once at every bucket on a
+        throwaway twin's buffers, so its Triton kernels are built and loaded (seconds each on a
+        first start) before the engine thread captures its graphs between iterations: a capture
+        then takes milliseconds, and requests in progress are not held up by it."""
+        twin = GraphedStep(self.model, self.graphed.config)
+        twin.allocate_like(self.graphed)
+        try:
+            twin.precompile(keys)
+        finally:
+            twin.release()
 
     def precompile(self, keys: list[tuple[int, int, int]], compile: bool = True) -> None:
         """ON ANOTHER THREAD than the engine's: a compiled twin of the step (``compile=False``: an
@@ -214,6 +227,8 @@ class GraphedRunner(Runner):
             torch.cuda.synchronize(self.model.device)  # queued replays of the old graphs finish first
         old, self.graphed, self._twin = self.graphed, self._twin, None
         old.release()  # (the batch's tensors keep the old buffers alive until they move over)
+        if self.model.device.type == "cuda":
+            torch.cuda.empty_cache()  # the plain step's graphs go back to the driver (other programs on the card)
 
     def warm_graphs(self, text_lengths: tuple[int, ...] | None = None, top_k: int = 100) -> int:
         """Everything at once (benchmarks, tests): capture the step graphs of every bucket for

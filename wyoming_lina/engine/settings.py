@@ -71,7 +71,7 @@ class EngineSettings:
                 pad_prefill=True,
                 pipeline_depth=32,
                 max_admit_per_step=256,
-                max_prefill_batch=32,
+                max_prefill_batch=min(32, rows),  # (no prefill pass sized for more rows than can run)
             )
         else:
             base = cls()

@@ -7,7 +7,8 @@ pieces: each piece that touches the engine's state runs on the engine thread bet
 iterations (``Engine.execute``), so no request waits more than one piece (milliseconds); the
 compilation runs here, on this thread, and its result takes over when it is ready:
 
-1. the step's static buffers, then the graphs of the plain (uncompiled) step, every bucket;
+1. the step's static buffers; here, the plain (uncompiled) step run once per bucket on a twin's
+   buffers (its Triton kernels built and loaded); then its graphs, every bucket;
 2. the codec's window graphs (until a size is captured, its windows decode eagerly);
 3. here: the prompt prefill at every padded batch size (autotuning), and the compiled step;
 4. the compiled step's graphs, one per iteration, then it takes over.
@@ -92,6 +93,7 @@ class WarmUp:
             self._reach("plain", "the plain step serves (nothing to compile on this device)")
             return
         self._on_engine(runner.allocate)
+        runner.prepare_kernels(keys)  # this thread: the kernels are built, so each capture is short
         for key in keys:
             self._on_engine(runner.capture, key)
         self._reach("graphs", f"{len(keys)} graphs of the plain step captured; serving with them")
