@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .alphabet import LINA_ALPHABET, CharacterSet, SupportsCharacters
-from .normalize import has_content, name_characters, normalize_text
+from .characters import has_content, name_characters
+from .normalize import normalize_text
 from .sentences import DEFAULT_MAX_CHARS, SentenceChunker, split_long, split_sentences
 from .tokenizer import LinaTokenizer
 
