@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from speech_support import free_port
 from test_server_e2e import Server, add_fixture_voice
 

@@ -17,11 +17,10 @@ import aiohttp
 import numpy as np
 import pytest
 import soundfile
-from wyoming.info import Describe, Info
-
 from speech_support import SENTENCES, asr_server, write_recording, write_speech  # noqa: F401
 from studio_support import StudioServer, start_studio
 from test_server_e2e import read_until, synthesize
+from wyoming.info import Describe, Info
 
 TOKEN = "kitchen-s3cret"
 CLIP_TEXT = "Please turn on the kitchen lights and close the garage door."
@@ -83,6 +82,43 @@ async def test_health_status_and_metrics(studio):
         async with http.get("metrics") as response:
             text = await response.text()
         assert "lina_batch_rows" in text and "lina_queue_depth" in text and "lina_http_responses_total" in text
+
+
+async def engine_load(http) -> float:
+    """Rows being generated plus rows waiting, from the studio's /metrics."""
+    async with http.get("metrics") as response:
+        text = await response.text()
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith(("lina_batch_rows ", "lina_queue_depth "))
+    )
+
+
+async def test_a_long_studio_text_takes_turns_with_wyoming_and_stops_when_the_browser_leaves(studio):
+    """The studio door shares the engine on the same terms as a Wyoming client: a 2,000-sentence
+    text from the browser does not hold back a Home Assistant request, and closing the page
+    removes its remaining sentences from the engine at once."""
+    long_text = ". ".join(["Hi"] * 2000)
+    async with studio.session() as http:
+        request = asyncio.create_task(http.post("api/speak", json={"text": long_text, "voice": "fixture"}))
+        for _ in range(100):  # until the studio's sentences are in the engine
+            if await engine_load(http) > 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await engine_load(http) > 0
+        events = await asyncio.wait_for(synthesize(studio, "Hello there."), 60)
+        assert events[-1].type == "audio-stop" and sum(len(e.payload or b"") for e in events) > 0
+        assert not request.done(), "the long text finished first: the test proves nothing"
+        request.cancel()  # the browser goes away mid-request
+        await asyncio.gather(request, return_exceptions=True)
+    async with studio.session() as http:
+        for _ in range(100):
+            if await engine_load(http) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await engine_load(http) == 0, "the closed request's sentences stayed in the engine"
+        async with http.post("api/speak", json={"text": "你好 😀", "voice": "fixture"}) as r:
+            message = await expect_error(r, 400, "unsupported-text")
+            assert "CJK UNIFIED IDEOGRAPH" in message
 
 
 async def test_the_page_and_its_files(studio):

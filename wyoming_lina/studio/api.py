@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from aiohttp import web
 
 from ..codec.audio import CODEC_RATE
@@ -200,18 +201,38 @@ async def speak(request: web.Request) -> web.Response:
         raise ApiError(503, "overloaded", f"The studio is already speaking {ctx.speaking} texts. Try again shortly.")
     ctx.speaking += 1
     try:
-        return await _speak(ctx, text, voice)
+        # one owner per browser (peer address): its texts take one turn among the Wyoming clients'
+        speaking = asyncio.ensure_future(_speak(ctx, text, voice, owner=f"studio {request.remote}"))
+        gone = asyncio.ensure_future(_until_disconnected(request))
+        try:
+            await asyncio.wait({speaking, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not speaking.done():  # the browser left (or this handler was cancelled): free the engine now
+                speaking.cancel()
+                await asyncio.gather(speaking, return_exceptions=True)
+        if not speaking.done() or speaking.cancelled():
+            raise ApiError(499, "client-gone", "The browser closed the request.")
+        return speaking.result()
     finally:
         ctx.speaking -= 1
 
 
-async def _speak(ctx: StudioContext, text: str, voice: str | None) -> web.Response:
+async def _until_disconnected(request: web.Request, poll: float = 0.25) -> None:
+    """Returns once the client's connection is gone. aiohttp does not cancel a handler when its
+    client leaves (handler cancellation is off: voice uploads must finish what they started), so
+    the speak handler watches for it and stops its sentences in the engine itself."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(poll)
+
+
+async def _speak(ctx: StudioContext, text: str, voice: str | None, owner: str) -> web.Response:
     synth = ctx.synthesizer
     started = time.monotonic()
     first_audio, chunks, error = None, [], None
     try:
         resolved = await asyncio.to_thread(synth.resolve_voice, voice or None)
-        stream = synth.open_stream(resolved)
+        stream = synth.open_stream(resolved, owner=owner)
         try:
             stream.add_text(text)
             stream.finish()
@@ -230,8 +251,6 @@ async def _speak(ctx: StudioContext, text: str, voice: str | None) -> web.Respon
             "http", error=error, first_audio=first_audio, audio_seconds=samples / synth.sample_rate,
             elapsed=time.monotonic() - started,
         )  # fmt: skip
-    import numpy as np
-
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
     return web.Response(body=wav_bytes(audio, synth.sample_rate), content_type="audio/wav")
 
