@@ -27,8 +27,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -48,7 +48,8 @@ PROMPT_FRAMES = 375  # a 5 s voice prompt
 
 
 def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def rounds(candidates: dict[str, Callable[[], None]], reps: int, per_round: int) -> dict[str, list[float]]:

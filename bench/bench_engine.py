@@ -28,11 +28,17 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from codec_models import move, random_codec  # noqa: E402
 from full_size import random_full_size_lina  # noqa: E402
 
-from wyoming_lina.engine import Engine, GenerationJob, SamplingOptions, StreamingDecoder, streaming_config_for  # noqa: E402
+from wyoming_lina.engine import (  # noqa: E402
+    Engine,
+    GenerationJob,
+    SamplingOptions,
+    StreamingDecoder,
+    streaming_config_for,
+)
 from wyoming_lina.engine.batch import ActiveBatch  # noqa: E402
 from wyoming_lina.engine.graphed_step import GraphConfig, GraphedStep  # noqa: E402
-from wyoming_lina.engine.settings import EngineSettings  # noqa: E402
 from wyoming_lina.engine.sampling import sample_tokens  # noqa: E402
+from wyoming_lina.engine.settings import EngineSettings  # noqa: E402
 from wyoming_lina.model import BOS, InitialState, cast_weights  # noqa: E402
 from wyoming_lina.text import LinaTokenizer  # noqa: E402
 
@@ -311,9 +317,9 @@ async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: in
 
     from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
     from wyoming_lina.server.handler import HandlerSettings, LinaEventHandler
-    from wyoming_lina.server.tracking import ConnectionCounter, RequestTracker
     from wyoming_lina.server.info import InfoBuilder
     from wyoming_lina.server.service import Service
+    from wyoming_lina.server.tracking import ConnectionCounter, RequestTracker
     from wyoming_lina.voices.voice import Voice
 
     voices = {

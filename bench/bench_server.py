@@ -407,8 +407,8 @@ def engine_role(args, files: Prepared) -> dict:
 
     from wyoming_lina.engine import SamplingOptions
     from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
-    from wyoming_lina.server.download import ModelFiles
     from wyoming_lina.engine.warmup import WarmUp
+    from wyoming_lina.server.download import ModelFiles
     from wyoming_lina.server.runtime import choose_dtype, load_runtime, max_frames_for
     from wyoming_lina.text import SentenceChunker
     from wyoming_lina.voices.store import VoiceStore

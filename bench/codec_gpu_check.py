@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from codec_models import FIXTURE_DIR, fixture_codec, random_codec, token_streams  # noqa: E402
 
-from wyoming_lina.codec import StreamingConfig, WavTokenizer  # noqa: E402
+from wyoming_lina.codec import StreamingConfig  # noqa: E402
 from wyoming_lina.codec.streaming import Window  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
         codes = token_streams(frames, cpu_codec.codebook_size)["iid"]
         ref = cpu_codec.decode(codes[None])[0]
         for dtype in (torch.float32, torch.bfloat16):
-            codec: WavTokenizer = copy.deepcopy(cpu_codec).to(device).set_backbone_dtype(dtype)
+            codec = copy.deepcopy(cpu_codec).to(device).set_backbone_dtype(dtype)
             dtype_name = str(dtype).replace("torch.", "")
             full = codec.decode(codes[None].to(device))[0].cpu()
             if device == "cpu" and dtype != torch.float32:
@@ -128,7 +128,7 @@ def main() -> None:
                     f"{one_ms:.1f} | {streams} x {window_codes.shape[0]}: {batch_ms:.1f} | "
                     f"{emitted_s / (batch_ms / 1000):.1f}x |"
                 )
-            del codec
+            codec = None  # the next dtype's copy replaces it; free this one first
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
 

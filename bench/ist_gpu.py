@@ -33,8 +33,8 @@ from full_size import random_full_size_lina  # noqa: E402
 
 from wyoming_lina.model import BOS, SpeakerState, cast_weights, load_lina  # noqa: E402
 from wyoming_lina.model.kernels import choose_gla_kernel, fla_available, gla, naive_gla  # noqa: E402
-from wyoming_lina.voices.dataset import TuningExample  # noqa: E402
 from wyoming_lina.voices.batches import collate  # noqa: E402
+from wyoming_lina.voices.dataset import TuningExample  # noqa: E402
 from wyoming_lina.voices.training import TuningConfig, tune_state  # noqa: E402
 
 FRAMES_PER_SECOND = 75

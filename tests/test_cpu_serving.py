@@ -8,12 +8,11 @@ import time
 
 import pytest
 from safetensors.torch import load_file
-
-from test_server_e2e import start_server
 from test_reliability_support import WyomingSocket, check_plain, frame
+from test_server_e2e import start_server
 
-from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.codec.streaming import StreamingConfig, decode_cost
+from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.engine.cpu_speed import CpuSpeed, choose_streaming, describe, simulate
 from wyoming_lina.model import BOS, PAD
 from wyoming_lina.server.options import parse_args

@@ -17,7 +17,6 @@ import torch
 from wyoming_lina.model import LinaState
 from wyoming_lina.model.cpu_step import QuantizedMatrix, QuantizedStep
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: robust on a busy 2-core machine
 
 # docs/cpu.md: teacher-forced on the full-size random model (bench/bench_cpu.py --only agreement,

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wyoming_lina.errors import DeadlineExceededError, OverloadedError, SynthesisError
 from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
+from wyoming_lina.errors import DeadlineExceededError, OverloadedError, SynthesisError
 from wyoming_lina.model import BOS, EOS, PAD
 
 GREEDY = SamplingOptions(top_k=1)

@@ -14,7 +14,6 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_reliability_support import Victim, WyomingSocket, check_plain, exchange, frame, rss_bytes
 from test_server_e2e import start_server
 

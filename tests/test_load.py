@@ -10,10 +10,9 @@ import random
 import time
 
 import pytest
-from wyoming.event import async_read_event
-
 from test_reliability_support import FRAME_SAMPLES, audio_samples, frame, rss_bytes
 from test_server_e2e import start_server
+from wyoming.event import async_read_event
 
 CLIENTS = 64
 TEXTS = ["Hello there.", "Good morning.", "Lights on.", "It is warm.", "Okay."]

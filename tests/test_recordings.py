@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-
 from speech_support import SENTENCES, asr_server, espeak, write_recording, write_speech  # noqa: F401
+
 from wyoming_lina.errors import VoiceError
 from wyoming_lina.server.asr import TranscriptionError, WyomingTranscriber
 from wyoming_lina.voices.recordings import prepare_pieces

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-
 from test_reliability_support import FRAME_SAMPLES, WyomingSocket, check_plain, exchange, frame
 from test_server_e2e import MAX_TEXT_CHARS, start_server
 

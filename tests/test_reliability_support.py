@@ -14,9 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wyoming.event import Event, read_event
-
 from test_server_e2e import Server  # noqa: F401  (re-exported for the other modules)
+from wyoming.event import Event, read_event
 
 FRAME_SAMPLES = 320  # WavTokenizer: one code = 320 samples at 24 kHz
 
@@ -68,7 +67,7 @@ def exchange(port: int, data: bytes, *, timeout: float = 10.0, half_close: bool 
             sock.settimeout(max(0.05, deadline - time.monotonic()))
             try:
                 chunk = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             except ConnectionResetError:
                 closed = True

@@ -15,10 +15,10 @@ from wyoming_lina.server.discovery import (
     port_of,
 )
 from wyoming_lina.server.healthcheck import DEFAULT_URI, URI_FILE_ENV, connectable, publish_uri, published_uri
-from wyoming_lina.server.tracking import RequestTracker
 from wyoming_lina.server.info import InfoBuilder
 from wyoming_lina.server.options import RuntimeConfigError, advertised_address_problem
 from wyoming_lina.server.runtime import choose_device, choose_dtype, max_frames_for
+from wyoming_lina.server.tracking import RequestTracker
 from wyoming_lina.voices.voice import VoiceInfo
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import soundfile
-
 from speech_support import asr_server, require, write_speech  # noqa: F401
 from studio_support import start_studio
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from wyoming_lina.text import normalize_text
 from wyoming_lina.text import normalize as normalize_module
+from wyoming_lina.text import normalize_text
 
 CASES = [
     # numbers

@@ -16,9 +16,9 @@ from wyoming_lina.engine.lengths import speaking_rate
 from wyoming_lina.errors import VoiceError
 from wyoming_lina.model import BOS, EOS, SpeakerState, load_lina
 from wyoming_lina.voices import VoiceStore, cli
+from wyoming_lina.voices.batches import BatchPlan, collate, split_examples
 from wyoming_lina.voices.dataset import TuningExample, prepare_examples, read_dataset
 from wyoming_lina.voices.files import load_tensors
-from wyoming_lina.voices.batches import BatchPlan, collate, split_examples
 from wyoming_lina.voices.training import TuningConfig, batch_loss, evaluate, tune_state
 from wyoming_lina.voices.tuning import tune_voice
 

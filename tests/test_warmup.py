@@ -9,9 +9,8 @@ import time
 
 import pytest
 from safetensors.torch import load_file
-
-from test_server_e2e import start_server
 from test_reliability_support import WyomingSocket, check_plain, exchange, frame
+from test_server_e2e import start_server
 
 from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.engine.graphed_step import GraphConfig

@@ -303,7 +303,13 @@ def _studio(args, device: str, store, synthesizer, metrics, service):
 def _advertiser(args):
     if args.zeroconf is None:
         return None
-    from .server.discovery import ZeroconfAdvertiser, choose_advertised_host, detect_ipv4, listen_address_warning, port_of
+    from .server.discovery import (
+        ZeroconfAdvertiser,
+        choose_advertised_host,
+        detect_ipv4,
+        listen_address_warning,
+        port_of,
+    )
 
     host = choose_advertised_host(args.zeroconf_host, [] if args.zeroconf_host else detect_ipv4())
     if warning := listen_address_warning(args.uri, host):

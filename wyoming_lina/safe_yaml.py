@@ -13,7 +13,6 @@ from typing import Any
 
 import yaml
 
-
 MAX_DEPTH = 32  # levels of nesting; configuration and voice files need three or four
 
 

@@ -20,9 +20,9 @@ import os
 import shutil
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 _LOGGER = logging.getLogger(__name__)
 

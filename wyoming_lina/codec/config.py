@@ -58,7 +58,7 @@ class WavTokenizerConfig:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "WavTokenizerConfig":
+    def from_json(cls, text: str) -> WavTokenizerConfig:
         data = json.loads(text)
         data["ratios"] = tuple(data["ratios"])
         return cls(**data)

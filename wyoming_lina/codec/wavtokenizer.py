@@ -70,7 +70,7 @@ class WavTokenizer(nn.Module):
     def backbone_dtype(self) -> torch.dtype:
         return self.backbone.embed.weight.dtype
 
-    def set_backbone_dtype(self, dtype: torch.dtype | None) -> "WavTokenizer":
+    def set_backbone_dtype(self, dtype: torch.dtype | None) -> WavTokenizer:
         """Store and run the backbone in ``dtype`` (bf16 on CUDA); everything else stays float32
         (the head's projection takes its input in that dtype, ``ISTFTHead.use_input_dtype``)."""
         if dtype is not None:

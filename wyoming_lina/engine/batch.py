@@ -56,7 +56,7 @@ class ActiveBatch:
         for name in self._TENSORS:
             setattr(self, name, getattr(self, name)[idx])
 
-    def extend(self, other: "ActiveBatch") -> None:
+    def extend(self, other: ActiveBatch) -> None:
         if not other.rows:
             return
         generation = next(_GENERATIONS)

@@ -77,7 +77,7 @@ class JobHandle:
         JobHandle.deliver_many([(self, samples)])
 
     @staticmethod
-    def deliver_many(chunks: list[tuple["JobHandle", np.ndarray]]) -> None:
+    def deliver_many(chunks: list[tuple[JobHandle, np.ndarray]]) -> None:
         """``handle.deliver(samples)`` for many handles with ONE wake-up per event loop: each
         ``call_soon_threadsafe`` writes to the loop's self-pipe, and at hundreds of streams those
         system calls cost more than the audio bookkeeping."""
@@ -100,7 +100,7 @@ class JobHandle:
         JobHandle.finish_many([(self, error)])
 
     @staticmethod
-    def finish_many(endings: list[tuple["JobHandle", BaseException | None]]) -> None:
+    def finish_many(endings: list[tuple[JobHandle, BaseException | None]]) -> None:
         """``handle.finish(error)`` for many handles with ONE wake-up per event loop (as
         ``deliver_many``): rows of a batch often end in the same step, and each wake-up is a
         system call on the engine thread, a moment the event loop can take the GIL from it."""

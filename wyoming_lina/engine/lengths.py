@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from ..defaults import FRAMES_PER_SECOND
+
 # Speaking rate of a voice that has not measured its own: 5 frames per character is 15
 # characters per second at 75 frames/s, an ordinary conversational pace (spaces and
 # punctuation counted, as spoken_chars counts them).

@@ -15,8 +15,9 @@ import collections
 import dataclasses
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import Protocol
 
 import numpy as np
 

@@ -37,11 +37,11 @@ class TextContext:
     def lengths(self) -> torch.Tensor:
         return self.mask.sum(-1)
 
-    def select(self, rows) -> "TextContext":
+    def select(self, rows) -> TextContext:
         return TextContext(self.keys[rows], self.values[rows], self.positions[rows], self.mask[rows])
 
     @staticmethod
-    def cat(contexts: list["TextContext"]) -> "TextContext":
+    def cat(contexts: list[TextContext]) -> TextContext:
         """Stack contexts of different text lengths (padding to the longest)."""
         n = max(c.mask.shape[1] for c in contexts)
 

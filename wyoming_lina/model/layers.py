@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 GEMV_MAX_ROWS = 8  # the Triton GEMV keeps every row in registers: at most this many
 
 

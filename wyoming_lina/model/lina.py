@@ -93,7 +93,7 @@ class LinaModel(nn.Module):
 
     small_batch_gemv = False  # see layers.project()
 
-    def fuse_projections(self, small_batch_gemv: bool | None = None, fused_step: bool | None = None) -> "LinaModel":
+    def fuse_projections(self, small_batch_gemv: bool | None = None, fused_step: bool | None = None) -> LinaModel:
         """Inference speed-ups (same results up to float rounding): every GLA layer computes
         q/k/v/g with one GEMM, the MLP hidden size is padded for aligned GEMMs, and on CUDA
         (``small_batch_gemv=None``: when Triton is there) products of a few rows use the Triton GEMV
@@ -119,7 +119,7 @@ class LinaModel(nn.Module):
                 module.fused_step = fused_step and module.can_fuse_step()
         return self
 
-    def use_recurrence(self, recurrence=gla) -> "LinaModel":
+    def use_recurrence(self, recurrence=gla) -> LinaModel:
         """How every GLA layer runs its recurrence over sequences: ``kernels.gla`` (default: picks
         FLA's kernels on CUDA, the plain loop elsewhere) or ``kernels.naive_gla`` (the reference,
         for checks on a GPU)."""

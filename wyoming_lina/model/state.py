@@ -29,11 +29,11 @@ class LinaState:
     def batch_size(self) -> int:
         return self.layers[0].S.shape[0]
 
-    def select(self, rows) -> "LinaState":
+    def select(self, rows) -> LinaState:
         return LinaState([GLAState(*(None if t is None else t[rows] for t in layer)) for layer in self.layers])
 
     @staticmethod
-    def cat(states: list["LinaState"]) -> "LinaState":
+    def cat(states: list[LinaState]) -> LinaState:
         layers = []
         for per_layer in zip(*(s.layers for s in states)):
             layers.append(GLAState(*(None if ts[0] is None else torch.cat(ts) for ts in zip(*per_layer))))
@@ -95,7 +95,7 @@ class SpeakerState(nn.Module):
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
-    def from_file(cls, path: str | Path, cfg: LinaConfig) -> "SpeakerState":
+    def from_file(cls, path: str | Path, cfg: LinaConfig) -> SpeakerState:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

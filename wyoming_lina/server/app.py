@@ -11,7 +11,8 @@ import asyncio
 import logging
 import signal
 import socket
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from wyoming.server import AsyncServer, AsyncStdioServer, HandlerFactory

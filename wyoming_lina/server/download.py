@@ -24,6 +24,7 @@ pinned to an upstream git commit and verified by SHA-256.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -32,9 +33,9 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from huggingface_hub import hf_hub_download
 
@@ -254,7 +255,7 @@ class ModelDownloader:
         _LOGGER.info("converting %s to %s (once)", raw.name, self.lina_path)
         # Our own download from the pinned repository: full unpickling is allowed if needed.
         model = load_lina(raw, device="cpu", trusted=True)
-        write_atomic(self.lina_path, lambda tmp: save_safetensors(model, tmp))
+        write_atomic(self.lina_path, functools.partial(save_safetensors, model))
         self._record(remote, raw)
         del model
 

@@ -12,13 +12,13 @@ import argparse
 import ipaddress
 import os
 import sys
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..defaults import CPU_QUANT, MAX_BATCH, MAX_QUEUE
 from ..data_dir import DATA_DIR_ENV, default_data_dir
+from ..defaults import CPU_QUANT, MAX_BATCH, MAX_QUEUE
 from ..safe_yaml import YamlError, load_yaml
 
 DEFAULT_CONFIG = Path("config/lina.yaml")

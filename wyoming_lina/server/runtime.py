@@ -1,15 +1,15 @@
 """Building the serving stack: device and dtype decisions, model + codec + engine, warm-up.
 
 The decisions are pure functions (availability passed in) so they are tested without a GPU.
-Loading is synchronous and happens before the event loop serves anyone.
+``load_runtime`` is synchronous: ``serve`` runs it on a loading thread (``__main__._serve``)
+while the event loop already answers ``describe`` from the data dir.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,14 +18,13 @@ from ..codec import WavTokenizer, load_codec
 from ..defaults import FRAMES_PER_SECOND, MAX_BATCH
 from ..engine import Engine, StreamingDecoder, streaming_config_for
 from ..engine.warmup import WarmUp
-from .service import ServingState
-from ..engine.synthesizer import Synthesizer
 from ..errors import CheckpointError
 from ..model import LinaModel, load_lina
 from ..text import LinaTokenizer
 from ..triton_support import check_triton
 from .download import ModelFiles
 from .options import RuntimeConfigError
+from .service import ServingState
 
 _LOGGER = logging.getLogger(__name__)
 

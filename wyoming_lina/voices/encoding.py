@@ -8,8 +8,8 @@ voice) are the voice itself: they are never re-encoded unless someone replaces t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

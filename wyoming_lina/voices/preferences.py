@@ -19,8 +19,8 @@ import yaml
 
 from ..errors import LinaError, VoiceError
 from .files import atomic_write_text, read_yaml_mapping
-from .problems import printable
 from .names import name_key, validate_name
+from .problems import printable
 from .voice import Voice, VoiceInfo
 
 _LOGGER = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..engine.lengths import speaking_rate
 from ..errors import VoiceError

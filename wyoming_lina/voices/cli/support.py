@@ -6,8 +6,8 @@ the loaders import torch only when a command really needs a model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ...data_dir import default_data_dir, model_paths
 from ...errors import VoiceError
