@@ -100,3 +100,54 @@ def test_a_passed_check_keeps_the_triton_kernels(unchecked):
     assert triton_support.check_triton("cuda", lambda device: decide("3.6.0", "/usr/bin/gcc", True, None, True)).usable
     assert triton_support.triton_available()
     assert fused_step_on_cuda()
+
+
+# --- the engine thread defers kernels while the warm-up thread builds them --------------------
+def test_a_thread_that_defers_kernels_runs_the_step_in_plain_pytorch(lina_dir):
+    """A model prepared for CUDA (the one-kernel GLA step, the small-batch GEMV) steps in plain
+    PyTorch on a thread that defers its kernels, with the plain model's result; other threads do
+    not defer. (On this CPU build without Triton, a kernel call would raise at once.)"""
+    import threading
+
+    import torch
+
+    from wyoming_lina.model import BOS, load_lina
+    from wyoming_lina.model.gla import GatedLinearAttention
+
+    plain = load_lina(lina_dir / "model.ckpt").fuse_projections()
+    prepared = load_lina(lina_dir / "model.ckpt").fuse_projections()
+    for module in prepared.modules():  # as fuse_projections leaves it on CUDA with Triton
+        if hasattr(module, "small_batch_gemv"):
+            module.small_batch_gemv = True
+        if isinstance(module, GatedLinearAttention):
+            module.fused_step = True
+
+    def step(model):
+        with torch.inference_mode():
+            ctx = model.encode_text(torch.tensor([[5, 6, 7, 8]]))
+            state = model.init_state(1)
+            return model.step_in_place(ctx, torch.tensor([BOS]), state), state
+
+    with pytest.raises((ImportError, RuntimeError, ValueError)):  # not deferred: the prepared model calls its Triton kernels
+        step(prepared)
+    results, seen = {}, {}
+
+    def deferring():
+        triton_support.defer_kernels_here()
+        seen["deferred"] = triton_support.kernels_deferred()
+        results["prepared"] = step(prepared)
+        triton_support.defer_kernels_here(False)
+        seen["after"] = triton_support.kernels_deferred()
+
+    thread = threading.Thread(target=deferring)
+    thread.start()
+    thread.join()
+    assert seen == {"deferred": True, "after": False}
+    assert not triton_support.kernels_deferred()  # this thread never deferred
+    logits, state = results["prepared"]
+    want_logits, want_state = step(plain)
+    torch.testing.assert_close(logits, want_logits)
+    for got, want in zip(state.layers, want_state.layers):
+        for a, b in zip(got, want):
+            if a is not None:
+                torch.testing.assert_close(a, b)

@@ -10,6 +10,12 @@ plain PyTorch, loudly, instead of failing at the first request.
 
 The decision and the advice are pure functions (:func:`decide`, :func:`advice_for`), tested
 without a GPU.
+
+A first start builds every kernel (seconds each; fla-core's prefill kernels also autotune, a
+minute or more), and a thread that builds one waits for it. So the engine thread defers them
+(:func:`defer_kernels_here`) until the warm-up thread has built them: meanwhile it runs the same
+model in plain PyTorch (cuBLAS GEMMs, the plain recurrence, the codec's PyTorch convs), which
+needs nothing built and is faster than real time on a GPU.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ import logging
 import os
 import shutil
 import sysconfig
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,10 +55,27 @@ def _importable() -> bool:
     return True
 
 
+_this_thread = threading.local()  # .deferred: this thread runs plain PyTorch for now
+
+
+def defer_kernels_here(deferred: bool = True) -> None:
+    """On the calling thread only: Triton kernels are (or, with False, no longer are) deferred."""
+    _this_thread.deferred = deferred
+
+
+def kernels_deferred() -> bool:
+    """Whether the calling thread defers Triton kernels (never inside ``torch.compile``: a
+    compiled step is built and run only where the kernels are built)."""
+    return not torch.compiler.is_compiling() and getattr(_this_thread, "deferred", False)
+
+
 def triton_available() -> bool:
-    """Whether Triton kernels may run: it imports (it ships with CUDA builds of torch, not CPU
-    ones) and, when :func:`check_triton` ran in this process, it compiled and launched a kernel.
-    Call it only for CUDA work: it imports triton, which the CPU path never does."""
+    """Whether Triton kernels may run here: it imports (it ships with CUDA builds of torch, not
+    CPU ones), when :func:`check_triton` ran in this process it compiled and launched a kernel,
+    and this thread does not defer them (:func:`defer_kernels_here`). Call it only for CUDA
+    work: it imports triton, which the CPU path never does."""
+    if kernels_deferred():
+        return False
     if _checked is not None:
         return _checked.usable
     return _importable()

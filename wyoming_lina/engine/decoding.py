@@ -110,6 +110,19 @@ class StreamingDecoder:
             )
         return [key for key in self.graphs.keys() if key not in self.graphs]
 
+    @torch.inference_mode()
+    def prepare_kernels(self, keys: list[tuple[int, int]]) -> None:
+        """ON ANOTHER THREAD than the engine's: decode zeros once at every planned (bucket, size)
+        on a private stream, so the codec's Triton kernels are built before the engine thread
+        captures its graphs between iterations."""
+        if not keys:
+            return
+        stream = torch.cuda.Stream(self.codec.device)
+        with torch.cuda.stream(stream):
+            for rows, size in keys:
+                self.codec.decode(torch.zeros(rows, size, dtype=torch.long, device=self.codec.device), check=False)
+        stream.synchronize()
+
     def capture_graph(self, key: tuple[int, int]) -> bool:
         """Capture one planned codec graph (a few ms; between engine iterations)."""
         return self.graphs.capture(key)

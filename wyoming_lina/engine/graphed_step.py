@@ -25,6 +25,7 @@ import torch
 from ..defaults import MAX_TEXT_TOKENS
 from ..model import LinaModel, LinaState, TextContext
 from ..model.gla import GLAState
+from ..triton_support import kernels_deferred
 from .batch import ActiveBatch
 from .sampling import sample_tokens
 
@@ -259,7 +260,7 @@ class GraphedStep:
         B, N, K = self.keys_for(batch)
         if self._bound != batch.generation or batch.ctx.mask.shape[1] != N:
             self._bind(batch, B, N)
-        if self.config.capture:
+        if self.config.capture and not kernels_deferred():  # (deferred: plain PyTorch, not captured)
             key = (B, N, K)
             if key not in self._graphs:
                 self._graphs[key] = self._capture(key)

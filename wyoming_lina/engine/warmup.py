@@ -5,16 +5,19 @@ minute or more; 100+ codec graphs: seconds; FLA's prefill autotuning: seconds pe
 and a server must answer meanwhile. ``WarmUp`` runs on its own thread and prepares them in
 pieces: each piece that touches the engine's state runs on the engine thread between two
 iterations (``Engine.execute``), so no request waits more than one piece (milliseconds); the
-compilation runs here, on this thread, and its result takes over when it is ready:
+building and compiling run here, on this thread, and their results take over when ready:
 
-1. the step's static buffers; here, the plain (uncompiled) step run once per bucket on a twin's
-   buffers (its Triton kernels built and loaded); then its graphs, every bucket;
-2. the codec's window graphs (until a size is captured, its windows decode eagerly);
-3. here: the prompt prefill at every padded batch size (autotuning), and the compiled step;
-4. the compiled step's graphs, one per iteration, then it takes over.
+1. the engine thread defers Triton kernels (``triton_support.defer_kernels_here``): it serves in
+   plain PyTorch, which needs nothing built, while this thread builds them;
+2. the step's static buffers; here: the plain (uncompiled) step run once per bucket on a twin's
+   buffers, the prompt prefill at every padded batch size (fla-core's autotuning), the codec
+   decoding every window size: every kernel built and loaded; then the engine thread uses them;
+3. the step's graphs, every bucket; the codec's window graphs (until a size is captured, its
+   windows decode eagerly);
+4. here: the compiled step; its graphs, one per iteration, then it takes over.
 
 The CPU has nothing to prepare. A failure in a step leaves the engine serving on the paths it
-has (logged). ``stage`` says where it is: "plain" (CPU), "graphs", "compiled".
+has (logged). ``stage`` says where it is: "plain" (CPU), "kernels", "graphs", "compiled".
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..triton_support import defer_kernels_here
 from .loop import Engine
 
 _LOGGER = logging.getLogger(__name__)
@@ -92,18 +96,23 @@ class WarmUp:
                 self.tune_for_the_cpu()
             self._reach("plain", "the plain step serves (nothing to compile on this device)")
             return
+        # Until the kernels are built here, the engine thread serves in plain PyTorch: a request
+        # that built a kernel itself would wait for it (on a first start fla-core's prefill
+        # autotuning alone held the first request for 100+ s, measured on an H200).
+        self._on_engine(defer_kernels_here)
         self._on_engine(runner.allocate)
-        runner.prepare_kernels(keys)  # this thread: the kernels are built, so each capture is short
-        for key in keys:
-            self._on_engine(runner.capture, key)
-        self._reach("graphs", f"{len(keys)} graphs of the plain step captured; serving with them")
+        runner.prepare_kernels(keys)  # this thread: the step's kernels are built and loaded
+        sizes = runner.prefill.warm()  # this thread: fla-core's autotuning at every prefill batch
         codec_keys = self._on_engine(decoder.prepare_graphs, self.engine.settings.max_batch)
+        decoder.prepare_kernels(codec_keys)  # this thread: the codec's kernels at every window size
+        self._on_engine(defer_kernels_here, False)
+        self._reach("kernels", f"kernels built (prefill tuned for batches {sizes}); the engine uses them")
+        for key in keys:
+            self._on_engine(runner.capture, key)  # milliseconds each, between iterations
+        self._reach("graphs", f"{len(keys)} graphs of the plain step captured; serving with them")
         for key in codec_keys:
             self._on_engine(decoder.capture_graph, key)
         _LOGGER.info("warm-up: %d codec graphs captured after %.1f s", len(codec_keys), time.monotonic() - self._started)
-        sizes = runner.prefill.warm()  # this thread: autotuning runs beside the engine's work
-        if sizes:
-            _LOGGER.info("warm-up: prefill tuned for batches %s after %.1f s", sizes, time.monotonic() - self._started)
         if runner.compile_wanted:
             runner.precompile(keys)  # this thread: minutes on a first start, seconds with warm caches
             for key in keys:

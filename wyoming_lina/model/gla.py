@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..triton_support import kernels_deferred
 from .config import GATE_LOGIT_NORMALIZER, GLAConfig
 from .kernels import gla, naive_gla
 from .layers import LayerNorm, Linear, SwiGLU, project
@@ -141,9 +142,10 @@ class GatedLinearAttention(nn.Module):
 
     def step_in_place(self, h: torch.Tensor, state: GLAState) -> torch.Tensor:
         """One frame, h: [B, 1, d] (after norm1) -> out [B, 1, d], writing the new conv windows
-        and S INTO ``state``'s tensors. With ``fused_step`` one Triton kernel does it; otherwise
-        the plain recurrence runs and its result is copied in (the captured step's CPU twin)."""
-        if self.fused_step:
+        and S INTO ``state``'s tensors. With ``fused_step`` one Triton kernel does it (unless this
+        thread defers its kernels: ``triton_support.defer_kernels_here``); otherwise the plain
+        recurrence runs and its result is copied in (the captured step's CPU twin)."""
+        if self.fused_step and not kernels_deferred():
             return self._fused_step(h, state)[0]
         out, new = self._run(h, state, naive_gla)
         for buf, t in zip(state, new):

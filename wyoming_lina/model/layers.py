@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..triton_support import kernels_deferred
+
 GEMV_MAX_ROWS = 8  # the Triton GEMV keeps every row in registers: at most this many
 
 
@@ -32,7 +34,12 @@ def project(x: torch.Tensor, w: torch.Tensor, small_batch_gemv: bool = False) ->
     ``LinaModel.fuse_projections``), products of a few rows without autograd go through the
     Triton GEMV kernel where it is faster (``gemv_wins``, model/triton_gemv.py): a decode step
     at small batch is bound by reading the weights, which cuBLAS does slowly for a few rows."""
-    if small_batch_gemv and not torch.is_grad_enabled() and gemv_wins(x.numel() // x.shape[-1], w.shape[0]):
+    if (
+        small_batch_gemv
+        and not torch.is_grad_enabled()
+        and gemv_wins(x.numel() // x.shape[-1], w.shape[0])
+        and not kernels_deferred()
+    ):
         from .triton_gemv import gemv
 
         flat = x.reshape(-1, x.shape[-1]).to(w.dtype)
