@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from pathlib import Path
 
 import aiohttp
@@ -100,10 +101,10 @@ async def test_a_long_studio_text_takes_turns_with_wyoming_and_stops_when_the_br
     long_text = ". ".join(["Hi"] * 2000)
     async with studio.session() as http:
         request = asyncio.create_task(http.post("api/speak", json={"text": long_text, "voice": "fixture"}))
-        for _ in range(100):  # until the studio's sentences are in the engine
-            if await engine_load(http) > 0:
-                break
+        deadline = time.monotonic() + 60  # until the studio's sentences are in the engine (2 busy cores: seconds)
+        while await engine_load(http) == 0 and not request.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
+        assert not request.done(), f"the studio request ended early: {request.result().status}"
         assert await engine_load(http) > 0
         events = await asyncio.wait_for(synthesize(studio, "Hello there."), 60)
         assert events[-1].type == "audio-stop" and sum(len(e.payload or b"") for e in events) > 0
