@@ -145,7 +145,9 @@ def bench_codec(args) -> dict[int, float]:
     codec = random_codec()
     codec.backbone.fold_layer_scales()  # as the engine's StreamingDecoder does
     codec.backbone.cache_conv_weights()
-    codes = torch.randint(0, codec.config.codebook_size, (1, max(CODEC_SIZES)), generator=torch.Generator().manual_seed(2))
+    codes = torch.randint(
+        0, codec.config.codebook_size, (1, max(CODEC_SIZES)), generator=torch.Generator().manual_seed(2)
+    )
     cands = {n: (lambda n=n: codec.decode(codes[:, :n], check=False)) for n in CODEC_SIZES}
     out = {}
     for n, ms in rounds(cands, max(3, args.reps // 2), 3).items():
@@ -189,20 +191,28 @@ STREAMING_CANDIDATES = {
     "hops 24 -> 48": StreamingConfig(max_hop=48),
     "hops 24 -> 96": StreamingConfig(max_hop=96),
     "first 24, hops 12 -> 96": StreamingConfig(first_window=24, hop=12, lookahead=8, max_hop=96),
-    "first 24, hops 16 -> 96, window 225": StreamingConfig(first_window=24, hop=16, lookahead=8, window=225, max_hop=96),
+    "first 24, hops 16 -> 96, window 225": StreamingConfig(
+        first_window=24, hop=16, lookahead=8, window=225, max_hop=96
+    ),
     "first 36, hops 24 -> 96, window 225": StreamingConfig(window=225, max_hop=96),
     "hops 24 -> 144 (the GPU's)": StreamingConfig(max_hop=144),
     "first 24, hops 16 -> 144": StreamingConfig(first_window=24, hop=16, lookahead=8, max_hop=144),
 }
 
 
-def bench_streaming(steps: dict[str, float], codec: dict[int, float], text_ms: float, prefill_ms: float, frames: int) -> None:
+def bench_streaming(
+    steps: dict[str, float], codec: dict[int, float], text_ms: float, prefill_ms: float, frames: int
+) -> None:
     """Every candidate StreamingConfig at every step time (measured, and assumed ones for a
     faster step): the codec decodes inside the CPU engine's loop, so it slows generation."""
-    print(f"\n## streaming on the CPU, simulated from the numbers above ({frames} frames = {frames * FRAME_MS / 1000:.1f} s; "
-          "text encoding, and the prompt prefill for a prompt voice, come first; + 0.2 ms sampling per step)")
-    print("| step | config | first / window / hop -> max / lookahead | decoded per emitted frame | first audio, state voice | "
-          "first audio, 5 s prompt voice | real-time factor | smallest margin (< 0: underrun) |")
+    print(
+        f"\n## streaming on the CPU, simulated from the numbers above ({frames} frames = {frames * FRAME_MS / 1000:.1f} s; "
+        "text encoding, and the prompt prefill for a prompt voice, come first; + 0.2 ms sampling per step)"
+    )
+    print(
+        "| step | config | first / window / hop -> max / lookahead | decoded per emitted frame | first audio, state voice | "
+        "first audio, 5 s prompt voice | real-time factor | smallest margin (< 0: underrun) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for label, ms in steps.items():
         for name, cfg in STREAMING_CANDIDATES.items():
@@ -210,22 +220,35 @@ def bench_streaming(steps: dict[str, float], codec: dict[int, float], text_ms: f
             first_state, rtf, margin = simulate(cfg, frames, ms + 0.2, codec, text_ms)
             first_prompt, _, _ = simulate(cfg, frames, ms + 0.2, codec, text_ms + prefill_ms)
             geometry = f"{cfg.first_window} / {cfg.window} / {cfg.hop} -> {cfg.largest_hop} / {cfg.lookahead}"
-            print(f"| {label} | {name} | {geometry} | {cost:.1f} | {first_state:.0f} ms | "
-                  f"{first_prompt:.0f} ms | {rtf:.2f} | {margin:.0f} ms |")
-    print("\nLowest real-time factor without an underrun (60, 270 and 750 frames, >= 50 ms margin), first audio <= 800 ms:")
+            print(
+                f"| {label} | {name} | {geometry} | {cost:.1f} | {first_state:.0f} ms | "
+                f"{first_prompt:.0f} ms | {rtf:.2f} | {margin:.0f} ms |"
+            )
+    print(
+        "\nLowest real-time factor without an underrun (60, 270 and 750 frames, >= 50 ms margin), first audio <= 800 ms:"
+    )
     for label, ms in steps.items():
         found = best_streaming(ms, codec, text_ms)
         if found is None:
             print(f"- {label}: none (the step is slower than real time once the codec's share is added)")
             continue
         _, cfg, runs = found
-        print(f"- {label}: first_window={cfg.first_window}, window={cfg.window}, hop={cfg.hop}, max_hop={cfg.max_hop}, "
-              f"lookahead={cfg.lookahead}: first audio {runs[1][0]:.0f} ms (state voice), real-time factor "
-              + ", ".join(f"{rtf:.2f}" for _, rtf, _ in runs) + ", margin " + ", ".join(f"{m:.0f}" for _, _, m in runs) + " ms")
+        print(
+            f"- {label}: first_window={cfg.first_window}, window={cfg.window}, hop={cfg.hop}, max_hop={cfg.max_hop}, "
+            f"lookahead={cfg.lookahead}: first audio {runs[1][0]:.0f} ms (state voice), real-time factor "
+            + ", ".join(f"{rtf:.2f}" for _, rtf, _ in runs)
+            + ", margin "
+            + ", ".join(f"{m:.0f}" for _, _, m in runs)
+            + " ms"
+        )
 
 
 def best_streaming(
-    step_ms: float, codec: dict[int, float], text_ms: float, lengths=(60, 270, 750), safety_ms: float = 50,
+    step_ms: float,
+    codec: dict[int, float],
+    text_ms: float,
+    lengths=(60, 270, 750),
+    safety_ms: float = 50,
     max_first_audio_ms: float = 800,
 ):
     """The StreamingConfig with the lowest real-time factor that never underruns (margin >=
@@ -240,7 +263,9 @@ def best_streaming(
                 for window in (150, 225, 300):
                     for lookahead in (8, 12):
                         try:
-                            cfg = StreamingConfig(first_window=first, window=window, hop=hop, lookahead=lookahead, max_hop=max_hop)
+                            cfg = StreamingConfig(
+                                first_window=first, window=window, hop=hop, lookahead=lookahead, max_hop=max_hop
+                            )
                         except ValueError:
                             continue
                         runs = [simulate(cfg, n, step_ms + 0.2, codec, text_ms) for n in lengths]
@@ -270,18 +295,22 @@ def bench_agreement(model, quantized, args) -> None:
             ctx = owner.encode_text(text)
             got = teacher_forced(step, ctx, model.init_state(1), tokens)
             top1 = (got.argmax(-1) == ref.argmax(-1)).float().mean().item()
-            rel = ((got - ref).norm(dim=-1) / ref.norm(dim=-1))
+            rel = (got - ref).norm(dim=-1) / ref.norm(dim=-1)
             kl = torch.sum(ref.softmax(-1) * (ref.log_softmax(-1) - got.log_softmax(-1)), -1)
             free = free_running(step, ctx, model.init_state(1), args.agreement_steps)
             diff = (free != ref_free).nonzero()
             first_diff = int(diff[0]) if len(diff) else args.agreement_steps
             results[name].append((top1, rel.median().item(), rel.quantile(0.9).item(), kl.median().item(), first_diff))
-    print("| step | top-1 agreement mean (min) | relative logits error, median (p90) | KL median (nats) | free-running: steps until the first different token, median (min) |")
+    print(
+        "| step | top-1 agreement mean (min) | relative logits error, median (p90) | KL median (nats) | free-running: steps until the first different token, median (min) |"
+    )
     print("|---|---|---|---|---|")
     for name, rows in results.items():
         col = list(zip(*rows))
-        print(f"| {name} | {statistics.mean(col[0]):.3f} ({min(col[0]):.3f}) | {statistics.mean(col[1]):.4f} "
-              f"({statistics.mean(col[2]):.4f}) | {statistics.mean(col[3]):.4f} | {statistics.median(col[4]):.0f} ({min(col[4])}) |")
+        print(
+            f"| {name} | {statistics.mean(col[0]):.3f} ({min(col[0]):.3f}) | {statistics.mean(col[1]):.4f} "
+            f"({statistics.mean(col[2]):.4f}) | {statistics.mean(col[3]):.4f} | {statistics.median(col[4]):.0f} ({min(col[4])}) |"
+        )
 
 
 def teacher_forced(step, ctx, state, tokens) -> torch.Tensor:
@@ -306,13 +335,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fixtures", default=str(HERE.parent.parent / "shared/fixtures"))
-    parser.add_argument("--only", action="append", choices=["step", "text", "prefill", "codec", "streaming", "agreement"])
+    parser.add_argument(
+        "--only", action="append", choices=["step", "text", "prefill", "codec", "streaming", "agreement"]
+    )
     parser.add_argument("--reps", type=int, default=9, help="interleaved rounds per timing")
     parser.add_argument("--steps", type=int, default=20, help="decode steps per round")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--agreement-steps", type=int, default=120)
-    parser.add_argument("--frames", type=int, default=270, help="utterance length for the streaming simulation (270 = 3.6 s, a 12-word sentence)")
-    parser.add_argument("--assume-step-ms", type=float, action="append", default=[], help="also simulate streaming at this step time")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=270,
+        help="utterance length for the streaming simulation (270 = 3.6 s, a 12-word sentence)",
+    )
+    parser.add_argument(
+        "--assume-step-ms", type=float, action="append", default=[], help="also simulate streaming at this step time"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     only = set(args.only or ["step", "text", "prefill", "codec", "streaming", "agreement"])
@@ -322,8 +360,10 @@ def main() -> None:
     model = random_full_size_lina(manifest=Path(args.fixtures) / "lina-tiny/full-size-keys.json")
     t0 = time.perf_counter()
     quantized = QuantizedStep(model)
-    print(f"QuantizedStep built in {time.perf_counter() - t0:.1f} s; it reads {quantized.weight_bytes() / 1e6:.0f} MB "
-          f"per step (float32: {sum(p.numel() for p in model.parameters()) * 4 / 1e6:.0f} MB of parameters)")
+    print(
+        f"QuantizedStep built in {time.perf_counter() - t0:.1f} s; it reads {quantized.weight_bytes() / 1e6:.0f} MB "
+        f"per step (float32: {sum(p.numel() for p in model.parameters()) * 4 / 1e6:.0f} MB of parameters)"
+    )
     step_ms = bench_step(model, quantized, args) if "step" in only else {}
     text_ms = bench_text(model, args) if "text" in only else 0.0
     prefill = bench_prefill(model, args) if "prefill" in only else {}

@@ -145,7 +145,9 @@ def profile_step(model, B: int = 1) -> list[str]:
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         logits, batch.state = model.step(batch.ctx, batch.next_tokens, batch.state)
-        sample_tokens(logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100, batch.min_frames)
+        sample_tokens(
+            logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, 100, batch.min_frames
+        )
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
@@ -245,7 +247,9 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool, time
     prompt = torch.randint(0, 4096, (375,))
     prompt_text = "this is a five second voice prompt that was recorded in a quiet room at home"
     cfg = model.config.gla
-    state = InitialState([0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, device=dev) for _ in range(2 * model.config.n_layer)])
+    state = InitialState(
+        [0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, device=dev) for _ in range(2 * model.config.n_layer)]
+    )
     text_ids = tokenizer.encode(SENTENCE.lower())
     prompt_ids = tokenizer.encode(prompt_text + " " + SENTENCE.lower())
     sampling = SamplingOptions(top_k=100)
@@ -278,12 +282,18 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool, time
         rows += [""] + await server_table(engine, tokenizer, prompt, prompt_text, state, rounds)
 
     # each load twice: the first time at a load also pays whatever is first-time at that size
-    rows += ["", f"| engine ({label}) | streams | audio s | wall s | real-time factor | x real time | x real time, first run at this load | peak GPU GiB |", "|---|---|---|---|---|---|---|---|"]
+    rows += [
+        "",
+        f"| engine ({label}) | streams | audio s | wall s | real-time factor | x real time | x real time, first run at this load | peak GPU GiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     frames = 300 if quick else 600
-    for streams in ((1, 8, 64) if quick else (1, 8, 64, 256)):
+    for streams in (1, 8, 64) if quick else (1, 8, 64, 256):
         torch.cuda.reset_peak_memory_stats()
         with host_diagnosis(engine) as first_host:
-            _, audio_first, wall_first = await run_jobs(engine, [job("state", frames, 1000 + i) for i in range(streams)])
+            _, audio_first, wall_first = await run_jobs(
+                engine, [job("state", frames, 1000 + i) for i in range(streams)]
+            )
         second = [job("state", frames, 2000 + i) for i in range(streams)]
         with host_diagnosis(engine) as second_host:
             if timeline and streams == 256:
@@ -294,7 +304,9 @@ async def engine_tables(model, codec, tokenizer, quick: bool, graphs: bool, time
                 timeline_rows = ["", f"GPU timeline of the second run at {streams} streams:", ""] + recorded.summary()
             else:
                 _, audio_s, wall = await run_jobs(engine, second)
-        host_rows.append(f"- {streams} streams: first run {describe_host(first_host)}; second run {describe_host(second_host)}")
+        host_rows.append(
+            f"- {streams} streams: first run {describe_host(first_host)}; second run {describe_host(second_host)}"
+        )
         peak = torch.cuda.max_memory_allocated() / 2**30
         rows.append(
             f"| {label} | {streams} | {audio_s:.1f} | {wall:.2f} | {wall / audio_s:.4f} | {audio_s / wall:.0f} | {audio_first / wall_first:.0f} | {peak:.2f} |"
@@ -366,7 +378,10 @@ async def server_table(engine, tokenizer, prompt, prompt_text, state, rounds: in
                 if event.type == "audio-stop":
                     return first
 
-    rows = ["| Wyoming server, loopback | voice | concurrency | TTFA p50 (ms) | TTFA p95 (ms) |", "|---|---|---|---|---|"]
+    rows = [
+        "| Wyoming server, loopback | voice | concurrency | TTFA p50 (ms) | TTFA p95 (ms) |",
+        "|---|---|---|---|---|",
+    ]
     try:
         await one("state")
         for voice in ("prompt", "state"):
@@ -389,7 +404,9 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", action="store_true", help="only profile one eager step")
     parser.add_argument("--engine-only", action="store_true", help="skip the step-latency and prefill tables")
-    parser.add_argument("--timeline", action="store_true", help="record the GPU's kernels during the second 256-stream run")
+    parser.add_argument(
+        "--timeline", action="store_true", help="record the GPU's kernels during the second 256-stream run"
+    )
     parser.add_argument("--no-fuse", action="store_true", help="keep q/k/v/g as four GEMMs (as before fusing)")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
@@ -412,7 +429,9 @@ def main() -> None:
         print()
         print("| what | time |\n|---|---|\n" + prefill_time(model, 375))
         print()
-    print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, args.quick, graphs=True, timeline=args.timeline))))
+    print(
+        "\n".join(asyncio.run(engine_tables(model, codec, tokenizer, args.quick, graphs=True, timeline=args.timeline)))
+    )
     if not args.skip_baseline:
         print()
         print("\n".join(asyncio.run(engine_tables(model, codec, tokenizer, True, graphs=False))))

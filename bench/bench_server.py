@@ -260,7 +260,9 @@ async def measure_startup(server: ServerProcess, voice: str, timeout: float) -> 
     finally:
         writer.close()
     probe = await one_request("127.0.0.1", server.port, TEXTS[0], voice)
-    out["first audio (request at listening)"] = probe["start"] + probe["ttfa"] - server.started if probe["ttfa"] else None
+    out["first audio (request at listening)"] = (
+        probe["start"] + probe["ttfa"] - server.started if probe["ttfa"] else None
+    )
     out["that request done"] = probe["end"] - server.started
     out["probe error"] = probe["error"]
     out["TTFA during warm-up"] = None
@@ -272,7 +274,10 @@ async def measure_startup(server: ServerProcess, voice: str, timeout: float) -> 
         # without a compiler (no Triton) the warm-up ends after its last graphs with no line of its own
         quiet = time.time() - server.started - found.get("last warm-up line", math.inf)
         if server.proc.poll() is not None or time.monotonic() > deadline or quiet > WARM_QUIET_S:
-            print(f"# no end of the warm-up in the server's log ({quiet:.0f} s since its last line): measuring now", file=sys.stderr)
+            print(
+                f"# no end of the warm-up in the server's log ({quiet:.0f} s since its last line): measuring now",
+                file=sys.stderr,
+            )
             break
         await asyncio.sleep(0.1)
     return out
@@ -296,7 +301,10 @@ class GpuMemory:
     def _query(what: str) -> list[list[str]]:
         try:
             text = subprocess.run(
-                ["nvidia-smi", f"--query-{what}", "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10
+                ["nvidia-smi", f"--query-{what}", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=10,
             ).stdout
         except (OSError, subprocess.TimeoutExpired):
             return []
@@ -422,7 +430,9 @@ def engine_role(args, files: Prepared) -> dict:
     runtime = load_runtime(model_files, args.device, choose_dtype("auto", args.device), **limits)
     store = VoiceStore(files.data_dir, codec=runtime.codec, model=runtime.model, tokenizer=runtime.tokenizer)
     settings = SynthesisSettings(
-        default_voice=PROMPT_VOICE, max_frames=max_frames_for(args.sentence_seconds), sampling=SamplingOptions(seed=SEED)
+        default_voice=PROMPT_VOICE,
+        max_frames=max_frames_for(args.sentence_seconds),
+        sampling=SamplingOptions(seed=SEED),
     )
     synth = Synthesizer(runtime.engine, runtime.tokenizer, store, settings)
     engine = runtime.engine
@@ -501,9 +511,13 @@ def text_path(files: Prepared, voice_name: str, repeat: int = 400) -> str:
     from wyoming_lina.server.runtime import load_runtime
     from wyoming_lina.voices.store import VoiceStore
 
-    runtime = load_runtime(ModelFiles(files.lina, files.codec, files.codec_config, files.tokenizer), "cpu", "float32", max_queue=10**7)
+    runtime = load_runtime(
+        ModelFiles(files.lina, files.codec, files.codec_config, files.tokenizer), "cpu", "float32", max_queue=10**7
+    )
     store = VoiceStore(files.data_dir, codec=runtime.codec, model=runtime.model, tokenizer=runtime.tokenizer)
-    synth = Synthesizer(runtime.engine, runtime.tokenizer, store, SynthesisSettings(sampling=SamplingOptions(seed=SEED)))
+    synth = Synthesizer(
+        runtime.engine, runtime.tokenizer, store, SynthesisSettings(sampling=SamplingOptions(seed=SEED))
+    )
     voice = store.get(voice_name)
 
     async def run(n: int) -> float:
@@ -517,7 +531,11 @@ def text_path(files: Prepared, voice_name: str, repeat: int = 400) -> str:
 
     asyncio.run(run(50))
     runs = [asyncio.run(run(repeat)) for _ in range(3)]
-    return f"text path per request (split, normalise, tokenise, submit; {voice_name}): " + ", ".join(f"{us:.0f}" for us in runs) + " us"
+    return (
+        f"text path per request (split, normalise, tokenise, submit; {voice_name}): "
+        + ", ".join(f"{us:.0f}" for us in runs)
+        + " us"
+    )
 
 
 # --- orchestration -------------------------------------------------------------------------------
@@ -537,7 +555,9 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
     setting = f"; switch interval {args.switch_interval} s" if args.switch_interval else ""
     models = "tiny" if args.tiny else "full-size"
     out = ["", f"## Server start-up (seconds after the process started; {args.device}, {models} models{setting})", ""]
-    out += ["| port listening | describe answered | model loaded | speaking | first audio, request sent at listening | TTFA of a request during warm-up (ms) | warm |"]
+    out += [
+        "| port listening | describe answered | model loaded | speaking | first audio, request sent at listening | TTFA of a request during warm-up (ms) | warm |"
+    ]
     out += ["|---|---|---|---|---|---|---|"]
     out += [
         f"| {seconds(startup['port listening'])} | {seconds(startup['describe answered'])} | "
@@ -574,7 +594,11 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
     if errors:
         out += ["", "Errors seen: " + "; ".join(sorted(errors))]
     if memory:
-        peak = f"; engine process (PyTorch, allocated): {engine['peak GPU GiB']:.2f} GiB" if engine and "peak GPU GiB" in engine else ""
+        peak = (
+            f"; engine process (PyTorch, allocated): {engine['peak GPU GiB']:.2f} GiB"
+            if engine and "peak GPU GiB" in engine
+            else ""
+        )
         out += ["", f"Peak GPU memory, server: {memory}{peak}"]
     return out
 
@@ -583,8 +607,13 @@ def py_spy(pid: int, out: str, gil: bool):
     """py-spy recording the server (stopped with SIGINT; it then writes ``out``: .svg a flame graph,
     .json speedscope, anything else collapsed stacks); ``gil``: only samples holding the GIL."""
     fmt = {".svg": "flamegraph", ".json": "speedscope"}.get(Path(out).suffix, "raw")
-    exe = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy"
-    command = [exe, "record", "-p", str(pid), "-o", out, "-f", fmt, "-r", "200", "--threads"] + (["--gil"] if gil else ["--idle"])
+    exe = (
+        shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        or "py-spy"
+    )
+    command = [exe, "record", "-p", str(pid), "-o", out, "-f", fmt, "-r", "200", "--threads"] + (
+        ["--gil"] if gil else ["--idle"]
+    )
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -592,27 +621,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Time to first audio and throughput through the real server process")
     parser.add_argument("--fixtures", type=Path, default=HERE.parent.parent / "shared/fixtures")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--tiny", action="store_true", help="the fixture models (CPU development) instead of full-size random weights")
+    parser.add_argument(
+        "--tiny", action="store_true", help="the fixture models (CPU development) instead of full-size random weights"
+    )
     parser.add_argument("--loads", default="1,8,32,64", help="concurrent clients, comma-separated")
     parser.add_argument("--rounds", type=int, default=4, help="requests per client, one after another")
     parser.add_argument("--min-requests", type=int, default=16, help="at least this many requests per load")
     parser.add_argument("--voice", choices=("prompt", "state"), default="prompt")
     parser.add_argument("--max-batch", type=int, help="--max-batch of the server and the engine")
-    parser.add_argument("--sentence-seconds", type=float, default=60.0, help="--max-sentence-seconds (the server's default: 60)")
-    parser.add_argument("--engine", action="store_true", help="also the same load on the engine alone (and the in-process synthesizer)")
-    parser.add_argument("--work-dir", type=Path, help="keep models, voices and the server's caches here (default: a temporary dir)")
-    parser.add_argument("--client-procs", type=int, help="client processes per load (default: 1 on CPU, one per 16 clients on CUDA)")
-    parser.add_argument("--threads", type=int, help="torch threads of the server/engine (default: 1 on CPU)")
-    parser.add_argument("--server-arg", action="append", default=[], help="extra argument for serve (repeat; --server-arg=--opt=value)")
     parser.add_argument(
-        "--switch-interval", type=float, help="the server's sys.setswitchinterval (seconds; Python's default 0.005), for an A/B run"
+        "--sentence-seconds", type=float, default=60.0, help="--max-sentence-seconds (the server's default: 60)"
     )
-    parser.add_argument("--py-spy", metavar="FILE", help="record the server with py-spy during the largest load (.svg or .json)")
+    parser.add_argument(
+        "--engine", action="store_true", help="also the same load on the engine alone (and the in-process synthesizer)"
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, help="keep models, voices and the server's caches here (default: a temporary dir)"
+    )
+    parser.add_argument(
+        "--client-procs", type=int, help="client processes per load (default: 1 on CPU, one per 16 clients on CUDA)"
+    )
+    parser.add_argument("--threads", type=int, help="torch threads of the server/engine (default: 1 on CPU)")
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="extra argument for serve (repeat; --server-arg=--opt=value)"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="the server's sys.setswitchinterval (seconds; Python's default 0.005), for an A/B run",
+    )
+    parser.add_argument(
+        "--py-spy", metavar="FILE", help="record the server with py-spy during the largest load (.svg or .json)"
+    )
     parser.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples that hold the GIL")
     parser.add_argument("--py-spy-load", type=int, help="py-spy: record at this load (default: the largest)")
-    parser.add_argument("--text-path", action="store_true", help="only time the text work of a request in this process (no server)")
+    parser.add_argument(
+        "--text-path", action="store_true", help="only time the text work of a request in this process (no server)"
+    )
     parser.add_argument("--records", metavar="PREFIX", help="write every request's record to PREFIX.<clients>.json")
-    parser.add_argument("--cprofile", metavar="FILE", help="run the server under cProfile (its main thread: the event loop)")
+    parser.add_argument(
+        "--cprofile", metavar="FILE", help="run the server under cProfile (its main thread: the event loop)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=900.0)
     parser.add_argument("--role", choices=("engine",), help=argparse.SUPPRESS)
     parser.add_argument("--prepared", help=argparse.SUPPRESS)
@@ -649,15 +698,22 @@ def main() -> None:
             print(f"# start-up: {json.dumps(startup)} log: {json.dumps(milestones)}", file=sys.stderr)
             for clients in args.loads:
                 spy_at = args.py_spy_load or max(args.loads)
-                spy = py_spy(server.proc.pid, args.py_spy, args.py_spy_gil) if args.py_spy and clients == spy_at else None
+                spy = (
+                    py_spy(server.proc.pid, args.py_spy, args.py_spy_gil) if args.py_spy and clients == spy_at else None
+                )
                 try:
                     before = thread_cpu(server.proc.pid)
                     records = run_load(server.port, clients, args, args.voice_name)
                     if args.records:
                         Path(f"{args.records}.{clients}.json").write_text(json.dumps(records))
                     loads[clients] = summarize(records)
-                    queued = [float(v) for v in re.findall(r"sentences queued after ([\d.]+) ms", server.log.read_text(errors="replace"))]
-                    queued = queued[-len(records):]  # this load's requests (one line each)
+                    queued = [
+                        float(v)
+                        for v in re.findall(
+                            r"sentences queued after ([\d.]+) ms", server.log.read_text(errors="replace")
+                        )
+                    ]
+                    queued = queued[-len(records) :]  # this load's requests (one line each)
                     loads[clients].update({"queued p50 ms": pct(queued, 0.5), "queued p95 ms": pct(queued, 0.95)})
                     loads[clients].update(cpu_split(server.proc.pid, before, thread_cpu(server.proc.pid)))
                 finally:

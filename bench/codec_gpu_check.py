@@ -85,7 +85,9 @@ def main() -> None:
     stream_cfg = StreamingConfig()
     frames = int(seconds * 75)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
-    print(f"torch {torch.__version__}, device {device} ({name}), TF32 {'on' if args.tf32 else 'off'}, streaming {stream_cfg}\n")
+    print(
+        f"torch {torch.__version__}, device {device} ({name}), TF32 {'on' if args.tf32 else 'off'}, streaming {stream_cfg}\n"
+    )
 
     vec = load_file(str(FIXTURE_DIR / "vectors.safetensors"))
     acc_rows, speed_rows = [], []
@@ -104,7 +106,8 @@ def main() -> None:
             fixture_note = ""
             if model_name == "fixture":
                 same_codes = all(
-                    torch.equal(codec.encode(vec[f"wav_in{c}"].to(device)).cpu(), vec[f"codes{c}"][0]) for c in ("", "_b2", "_short")
+                    torch.equal(codec.encode(vec[f"wav_in{c}"].to(device)).cpu(), vec[f"codes{c}"][0])
+                    for c in ("", "_b2", "_short")
                 )
                 wav_err = max_abs(codec.decode(vec["codes"][0].to(device)), vec["wav_out"])
                 fixture_note = f"codes equal: {same_codes}; wav_out max abs {wav_err:.2e}"
@@ -133,12 +136,16 @@ def main() -> None:
                 torch.cuda.empty_cache()
 
     print("### Accuracy (reference: CPU float32 decode of the same codes)\n")
-    print(f"| model | run | max abs vs CPU fp32 | SNR dB vs CPU fp32 | stream vs full SNR dB ({seconds:g} s) | fixture checks |")
+    print(
+        f"| model | run | max abs vs CPU fp32 | SNR dB vs CPU fp32 | stream vs full SNR dB ({seconds:g} s) | fixture checks |"
+    )
     print("|---|---|---|---|---|---|")
     print("\n".join(acc_rows))
     print(f"\n### Speed (median of {reps}; utterance {seconds:g} s = {frames} frames)\n")
-    print(f"| model | run | full decode batch 1, ms | one window (<= {stream_cfg.window} frames), ms | batched windows, ms | "
-          f"real time emitted per batched call ({streams} x {stream_cfg.hop} frames) |")
+    print(
+        f"| model | run | full decode batch 1, ms | one window (<= {stream_cfg.window} frames), ms | batched windows, ms | "
+        f"real time emitted per batched call ({streams} x {stream_cfg.hop} frames) |"
+    )
     print("|---|---|---|---|---|---|")
     print("\n".join(speed_rows))
 

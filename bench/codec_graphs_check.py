@@ -35,7 +35,11 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--compile", action="store_true", help="experiment: torch.compile the backbone (dynamic shapes) before capturing")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="experiment: torch.compile the backbone (dynamic shapes) before capturing",
+    )
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     codec = move(random_codec(), "cuda", torch.bfloat16).eval()
@@ -60,16 +64,22 @@ def main() -> None:
             diff = (eager - replay).abs().max().item()
             t_eager = cuda_time(lambda: codec.decode(dev, check=False), 20, stream)
             t_graph = cuda_time(lambda: graphs.run(codes), 20, stream)
-            print(f"| {size} | {n} | {t_eager:.2f} | {t_graph:.2f} | {t_eager / t_graph:.1f}x | {diff:.2e} |", flush=True)
+            print(
+                f"| {size} | {n} | {t_eager:.2f} | {t_graph:.2f} | {t_eager / t_graph:.1f}x | {diff:.2e} |", flush=True
+            )
 
     # many streams through launch() (async, graphs) vs the synchronous decode_windows()
     codes = torch.randint(0, codec.codebook_size, (96, 500))
     worst, eager = launch_vs_sync(decoder, [codes[i] for i in range(96)], push=16)
-    print(f"\n96 streams x 500 codes through launch() (graphs, codec stream) vs decode_windows(): max abs {worst:.2e}; "
-          f"windows decoded eagerly {eager}")
+    print(
+        f"\n96 streams x 500 codes through launch() (graphs, codec stream) vs decode_windows(): max abs {worst:.2e}; "
+        f"windows decoded eagerly {eager}"
+    )
     lengths = range(36, 341)
     worst, eager = launch_vs_sync(decoder, [torch.randint(0, codec.codebook_size, (n,)) for n in lengths], push=16)
-    print(f"{len(lengths)} streams of 36..340 codes (every last-window size): max abs {worst:.2e}; windows decoded eagerly {eager}")
+    print(
+        f"{len(lengths)} streams of 36..340 codes (every last-window size): max abs {worst:.2e}; windows decoded eagerly {eager}"
+    )
     new_size_cost(codec, stream)
     dwconv_twin(codec)
     groupnorm_twin(codec)
@@ -106,7 +116,9 @@ def launch_vs_sync(decoder: StreamingDecoder, utterances: list[torch.Tensor], pu
         jobs = decoder.windows((i, async_streams[i], final) for i, final in ready)
         if jobs:
             launched.extend(decoder.launch(jobs))
-        windows = [(i, w) for i, final in ready for w in iter(lambda i=i, f=final: sync_streams[i].next_window(final=f), None)]
+        windows = [
+            (i, w) for i, final in ready for w in iter(lambda i=i, f=final: sync_streams[i].next_window(final=f), None)
+        ]
         if windows:
             audio = codec.decode_windows([w for _, w in windows])
             for (i, w), a in zip(windows, audio):
@@ -144,7 +156,9 @@ def dwconv_twin(codec) -> None:
     from wyoming_lina.codec import backbone
 
     conv = codec.backbone.convnext[0].dwconv
-    print("\n| depthwise conv (B, T, C) | Triton us | cuDNN channels-last us | max abs diff | first call Triton / cuDNN ms |")
+    print(
+        "\n| depthwise conv (B, T, C) | Triton us | cuDNN channels-last us | max abs diff | first call Triton / cuDNN ms |"
+    )
     print("|---|---|---|---|---|")
     for B, T in ((64, 300), (1, 36), (97, 131), (256, 204)):
         x = torch.randn(B, T, conv.weight.shape[0], device="cuda", dtype=torch.bfloat16)
@@ -160,7 +174,10 @@ def dwconv_twin(codec) -> None:
         t_triton = 1000 * cuda_time(lambda: backbone.depthwise_conv_over_time(x, conv), 50)
         t_naive = 1000 * cuda_time(lambda: backbone.conv_over_time(x, conv), 50)
         diff = (got.float() - want.float()).abs().max().item()
-        print(f"| {B}, {T}, {x.shape[2]} | {t_triton:.1f} | {t_naive:.1f} | {diff:.2e} | {firsts[0]:.1f} / {firsts[1]:.1f} |", flush=True)
+        print(
+            f"| {B}, {T}, {x.shape[2]} | {t_triton:.1f} | {t_naive:.1f} | {diff:.2e} | {firsts[0]:.1f} / {firsts[1]:.1f} |",
+            flush=True,
+        )
 
 
 def groupnorm_twin(codec) -> None:
@@ -174,8 +191,10 @@ def groupnorm_twin(codec) -> None:
 
     norm = codec.backbone.pos_net[0].norm1
     conv = codec.backbone.pos_net[0].conv1
-    print("\n| (B, T, C) | GroupNorm+SiLU Triton us | F.group_norm + silu on (B, C, T) us | max abs diff | "
-          "k=3 conv channels-last us | Conv1d on (B, C, T) us | max abs diff |")
+    print(
+        "\n| (B, T, C) | GroupNorm+SiLU Triton us | F.group_norm + silu on (B, C, T) us | max abs diff | "
+        "k=3 conv channels-last us | Conv1d on (B, C, T) us | max abs diff |"
+    )
     print("|---|---|---|---|---|---|---|")
     for B, T in ((64, 300), (1, 36), (16, 180), (256, 204)):
         x = 2 + 3 * torch.randn(B, T, norm.num_channels, device="cuda", dtype=torch.bfloat16)
@@ -183,13 +202,18 @@ def groupnorm_twin(codec) -> None:
         got = group_norm_time(x, norm.num_groups, norm.weight, norm.bias, norm.eps, True)
         want = F.silu(F.group_norm(xc, norm.num_groups, norm.weight, norm.bias, norm.eps)).transpose(1, 2)
         t_gn = 1000 * cuda_time(lambda: group_norm_time(x, norm.num_groups, norm.weight, norm.bias, norm.eps, True), 50)
-        t_ref = 1000 * cuda_time(lambda: F.silu(F.group_norm(xc, norm.num_groups, norm.weight, norm.bias, norm.eps)), 50)
+        t_ref = 1000 * cuda_time(
+            lambda: F.silu(F.group_norm(xc, norm.num_groups, norm.weight, norm.bias, norm.eps)), 50
+        )
         diff = (got.float() - want.float()).abs().max().item()
         y, y_ref = backbone.conv_over_time(x, conv), conv(xc).transpose(1, 2)
         t_conv = 1000 * cuda_time(lambda: backbone.conv_over_time(x, conv), 50)
         t_conv_ref = 1000 * cuda_time(lambda: conv(xc), 50)
         cdiff = (y.float() - y_ref.float()).abs().max().item()
-        print(f"| {B}, {T}, {x.shape[2]} | {t_gn:.1f} | {t_ref:.1f} | {diff:.2e} | {t_conv:.1f} | {t_conv_ref:.1f} | {cdiff:.2e} |", flush=True)
+        print(
+            f"| {B}, {T}, {x.shape[2]} | {t_gn:.1f} | {t_ref:.1f} | {diff:.2e} | {t_conv:.1f} | {t_conv_ref:.1f} | {cdiff:.2e} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ import torch
 
 from wyoming_lina.codec import WavTokenizer, WavTokenizerConfig, load_codec
 
-FIXTURE_DIR = Path(
-    os.environ.get("WYOMING_LINA_FIXTURES", Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures")
-) / "wavtokenizer-tiny"
+FIXTURE_DIR = (
+    Path(os.environ.get("WYOMING_LINA_FIXTURES", Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures"))
+    / "wavtokenizer-tiny"
+)
 
 
 def fixture_codec(device: str = "cpu", dtype: torch.dtype | None = None) -> WavTokenizer:
@@ -80,5 +81,3 @@ def token_streams(num_codes: int, codebook_size: int, seed: int = 0) -> dict[str
         bursty[t : t + pause] = int(torch.randint(0, codebook_size, (1,), generator=g))
         t += pause
     return {"iid": iid, "bursty": bursty}
-
-

@@ -94,21 +94,32 @@ def last_window_table(models: list[str], seeds: int = 4) -> None:
     against a full decode when the last window has its exact size (all the left context) and
     when it takes one of the captured sizes (``final_step``: replayed from a CUDA graph), every
     12 frames (as served) or the window grid only (36, 60, 108, 204, 300)."""
-    configs = [StreamingConfig(max_hop=144), StreamingConfig(max_hop=144, final_step=12), StreamingConfig(max_hop=144, final_step=1000)]
-    print("| model | frames | SNR dB, exact last window (mean / min) | last window every 12 frames: SNR mean / min, largest loss | "
-          "last window on the grid only: SNR mean / min, largest loss |")
+    configs = [
+        StreamingConfig(max_hop=144),
+        StreamingConfig(max_hop=144, final_step=12),
+        StreamingConfig(max_hop=144, final_step=1000),
+    ]
+    print(
+        "| model | frames | SNR dB, exact last window (mean / min) | last window every 12 frames: SNR mean / min, largest loss | "
+        "last window on the grid only: SNR mean / min, largest loss |"
+    )
     print("|---|---|---|---|---|")
     for model in models:
         codec = fixture_codec() if model == "fixture" else random_codec()
         for n in (40, 50, 75, 100, 150, 200, 250, 290):
             pairs = []
             for seed in range(seeds):
-                codes = torch.randint(0, codec.codebook_size, (n,), generator=torch.Generator().manual_seed(1000 * n + seed))
+                codes = torch.randint(
+                    0, codec.codebook_size, (n,), generator=torch.Generator().manual_seed(1000 * n + seed)
+                )
                 full = codec.decode(codes[None])[0].numpy()
                 pairs.append([snr_db(codec.decode_streaming(codes, cfg), full) for cfg in configs])
             a, b, c = np.array(pairs).T
-            print(f"| {model} | {n} | {a.mean():.1f} / {a.min():.1f} | {b.mean():.1f} / {b.min():.1f}, {(a - b).max():.1f} | "
-                  f"{c.mean():.1f} / {c.min():.1f}, {(a - c).max():.1f} |", flush=True)
+            print(
+                f"| {model} | {n} | {a.mean():.1f} / {a.min():.1f} | {b.mean():.1f} / {b.min():.1f}, {(a - b).max():.1f} | "
+                f"{c.mean():.1f} / {c.min():.1f}, {(a - c).max():.1f} |",
+                flush=True,
+            )
 
 
 def code_streams(codec, frames: int, wavs: list[str]) -> dict[str, torch.Tensor]:
@@ -139,8 +150,10 @@ def main() -> None:
     models = ["fixture", "full"] if args.model == "both" else [args.model]
     if args.last_window:
         return last_window_table([m for m in models if m != "real"])
-    print("| model | stream | setting | first_window / window / hop / lookahead / crossfade | first audio after | "
-          "lookahead | SNR dB | max abs | first chunk SNR | worst 1/3 s SNR | error step at seams / elsewhere | cost |")
+    print(
+        "| model | stream | setting | first_window / window / hop / lookahead / crossfade | first audio after | "
+        "lookahead | SNR dB | max abs | first chunk SNR | worst 1/3 s SNR | error step at seams / elsewhere | cost |"
+    )
     print("|" + "---|" * 12)
     for model in models:
         if model == "real":

@@ -98,7 +98,12 @@ async def main_async(args) -> None:
     codec = move(random_codec(), "cuda", torch.bfloat16).eval()
     engine = build_engine(model, codec, graphs=True)
     cfg = model.config.gla
-    state = InitialState([0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, device="cuda") for _ in range(2 * model.config.n_layer)])
+    state = InitialState(
+        [
+            0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, device="cuda")
+            for _ in range(2 * model.config.n_layer)
+        ]
+    )
     text_ids = [1] + [5 + i % 200 for i in range(70)] + [2]
     if args.sentence:  # bench_engine's text: with random weights some rows then end early at EOS
         from bench_engine import SENTENCE
@@ -108,7 +113,9 @@ async def main_async(args) -> None:
         text_ids = LinaTokenizer(fixtures / "lina-tiny/bpe256.json").encode(SENTENCE.lower())
 
     def job(frames: int, seed: int) -> GenerationJob:
-        return GenerationJob(text_ids, max_frames=frames, sampling=SamplingOptions(top_k=100, seed=seed), initial_state=state)
+        return GenerationJob(
+            text_ids, max_frames=frames, sampling=SamplingOptions(top_k=100, seed=seed), initial_state=state
+        )
 
     await run_jobs(engine, [job(60, i) for i in range(2)])
     engine.warm_graphs((len(text_ids),), 100)
@@ -126,7 +133,11 @@ async def main_async(args) -> None:
     ]
     for round_, (depth, admit, per_step) in enumerate(s for s in settings for _ in range(args.rounds)):
         current = engine.settings
-        if (depth, admit, per_step) != (current.pipeline_depth, current.max_admit_per_step, current.rows_per_queued_step):
+        if (depth, admit, per_step) != (
+            current.pipeline_depth,
+            current.max_admit_per_step,
+            current.rows_per_queued_step,
+        ):
             use_settings(engine, pipeline_depth=depth, max_admit_per_step=admit, rows_per_queued_step=per_step)
         last = round_ == len(settings) * args.rounds - 1
         if args.cprofile and last:
@@ -156,7 +167,9 @@ async def main_async(args) -> None:
                 finally:
                     d = time.perf_counter() - t
                     if d > args.slow / 1000:
-                        spent = sorted(((v[1] - before.get(k, 0.0), k.strip()) for k, v in TIMES.items()), reverse=True)[:4]
+                        spent = sorted(
+                            ((v[1] - before.get(k, 0.0), k.strip()) for k, v in TIMES.items()), reverse=True
+                        )[:4]
                         slow.append((t - round_t0, d, engine.steps, spent))
 
             engine.run_once = traced
@@ -173,9 +186,14 @@ async def main_async(args) -> None:
         steps = engine.steps - steps0
         if slow:
             engine.run_once = traced_once
-            print(f"\n{len(slow)} engine iterations over {args.slow} ms (s from submit, ms, steps launched, where the time went):")
+            print(
+                f"\n{len(slow)} engine iterations over {args.slow} ms (s from submit, ms, steps launched, where the time went):"
+            )
             for at, d, n, spent in slow[:40]:
-                print(f"  {at:.3f} s  {1000 * d:.1f} ms  step {n - steps0}: " + ", ".join(f"{k} {1000 * v:.1f}" for v, k in spent if v > 0.0005))
+                print(
+                    f"  {at:.3f} s  {1000 * d:.1f} ms  step {n - steps0}: "
+                    + ", ".join(f"{k} {1000 * v:.1f}" for v, k in spent if v > 0.0005)
+                )
         print(f"\n{args.streams} streams x {args.frames} frames, pipeline depth {depth} ({engine.settings.queued_steps(args.streams)} queued), admit {admit}: {audio_s:.1f} s "
               f"of audio in {wall:.3f} s = {audio_s / wall:.0f}x real time; {steps} steps, {1000 * wall / steps:.3f} ms per step")  # fmt: skip
         if args.brief:
@@ -223,7 +241,11 @@ async def sync_check(engine, job, text_ids) -> None:
             await asyncio.sleep(0.05)  # the first rows are generating: later ones join mid-run
             late = [engine.submit(job(60, 6000 + i)) for i in range(8)]
             late += [
-                engine.submit(GenerationJob(text_ids, max_frames=60, sampling=SamplingOptions(top_k=100, seed=7000 + i), prompt_codes=prompt))
+                engine.submit(
+                    GenerationJob(
+                        text_ids, max_frames=60, sampling=SamplingOptions(top_k=100, seed=7000 + i), prompt_codes=prompt
+                    )
+                )
                 for i in range(8)
             ]
             for h in first + late:
@@ -232,7 +254,9 @@ async def sync_check(engine, job, text_ids) -> None:
         finally:
             torch.cuda.set_sync_debug_mode(0)
     syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
-    print(f"\nsync check (64 rows, 16 joining mid-run, rows leaving at 8 different steps): {len(syncs)} implicit synchronisations")
+    print(
+        f"\nsync check (64 rows, 16 joining mid-run, rows leaving at 8 different steps): {len(syncs)} implicit synchronisations"
+    )
     for w in syncs[:10]:
         print(f"  {w.filename}:{w.lineno}: {str(w.message)[:160]}")
 
@@ -243,18 +267,44 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=256)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--cold", action="store_true", help="no full warm-up round: the first round pays what is first-time at this load")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no full warm-up round: the first round pays what is first-time at this load",
+    )
     parser.add_argument("--depth", type=int, action="append", help="pipeline depths to compare (default: the engine's)")
-    parser.add_argument("--admit", type=int, action="append", help="admissions per iteration to compare (default: the engine's)")
-    parser.add_argument("--rows-per-step", type=int, action="append", help="EngineSettings.rows_per_queued_step values to compare")
+    parser.add_argument(
+        "--admit", type=int, action="append", help="admissions per iteration to compare (default: the engine's)"
+    )
+    parser.add_argument(
+        "--rows-per-step", type=int, action="append", help="EngineSettings.rows_per_queued_step values to compare"
+    )
     parser.add_argument("--brief", action="store_true", help="only the wall/throughput line per round")
-    parser.add_argument("--cprofile", action="store_true", help="also profile the engine thread's Python (cProfile, last round)")
-    parser.add_argument("--timeline", action="store_true", help="also record the GPU's kernels in the last round: busy/idle time per stream")
-    parser.add_argument("--sentence", action="store_true", help="bench_engine's 12-word sentence as the text (rows may end at EOS)")
-    parser.add_argument("--sync-check", action="store_true", help="count implicit host-GPU syncs in the engine thread (rows joining and leaving mid-run)")
-    parser.add_argument("--slow", type=float, default=0, help="list the last round's engine iterations longer than this many ms")
-    parser.add_argument("--timeline-host", action="store_true", help="with --timeline: also the host's CUDA runtime calls")
-    parser.add_argument("--codec-profile", action="store_true", help="also list the kernels of one batched codec decode")
+    parser.add_argument(
+        "--cprofile", action="store_true", help="also profile the engine thread's Python (cProfile, last round)"
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="also record the GPU's kernels in the last round: busy/idle time per stream",
+    )
+    parser.add_argument(
+        "--sentence", action="store_true", help="bench_engine's 12-word sentence as the text (rows may end at EOS)"
+    )
+    parser.add_argument(
+        "--sync-check",
+        action="store_true",
+        help="count implicit host-GPU syncs in the engine thread (rows joining and leaving mid-run)",
+    )
+    parser.add_argument(
+        "--slow", type=float, default=0, help="list the last round's engine iterations longer than this many ms"
+    )
+    parser.add_argument(
+        "--timeline-host", action="store_true", help="with --timeline: also the host's CUDA runtime calls"
+    )
+    parser.add_argument(
+        "--codec-profile", action="store_true", help="also list the kernels of one batched codec decode"
+    )
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     asyncio.run(main_async(args))

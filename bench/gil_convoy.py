@@ -75,7 +75,9 @@ def main() -> None:
         os.sched_setaffinity(0, {cores[1]})
     elif args.same_core and cpus:
         os.sched_setaffinity(0, {cpus[0]})
-    print(f"| switch interval ms | engine rate while the loop works, share of alone ({args.repeat} runs) | loop's 200 ms of work took (ms) |")
+    print(
+        f"| switch interval ms | engine rate while the loop works, share of alone ({args.repeat} runs) | loop's 200 ms of work took (ms) |"
+    )
     print("|---|---|---|")
     for interval in (float(v) for v in args.intervals.split(",")):
         runs = [measure(interval, args.op_size, cores) for _ in range(args.repeat)]

@@ -42,7 +42,12 @@ def run(model, text, audio, n_steps, in_place=False):
 def compare(name, cpu_model, gpu_model, text, audio, n_steps, rows):
     ref = [t.float().cpu() for t in run(cpu_model, text, audio, n_steps)]
     got = [t.float().cpu() for t in run(gpu_model, text.cuda(), audio.cuda(), n_steps)]
-    labels = ["parallel logits (chunk)", "step logits (fused recurrent)", "state S after parallel", "state S after steps"]
+    labels = [
+        "parallel logits (chunk)",
+        "step logits (fused recurrent)",
+        "state S after parallel",
+        "state S after steps",
+    ]
     # the serving step: fused projections + the one-kernel GLA layer (model/triton_step.py)
     gpu_model.fuse_projections()
     fused = [t.float().cpu() for t in run(gpu_model, text.cuda(), audio.cuda(), n_steps, in_place=True)]

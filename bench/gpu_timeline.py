@@ -80,9 +80,14 @@ class Timeline:
             f"idle {(span - busy) / 1e3:.1f} ms in {len(gaps)} gaps ({len(big)} over 20 us, {sum(big) / 1e3:.1f} ms; "
             f"largest {max(gaps, default=0) / 1e3:.2f} ms)",
             "largest idle gaps (ms from the first kernel: ms idle): "
-            + ", ".join(f"{(at - start) / 1e3:.1f}: {g / 1e3:.2f}" for at, g in sorted(located, key=lambda x: -x[1])[:12]),
+            + ", ".join(
+                f"{(at - start) / 1e3:.1f}: {g / 1e3:.2f}" for at, g in sorted(located, key=lambda x: -x[1])[:12]
+            ),
             "idle time over 20 us per tenth of the span (ms): "
-            + ", ".join(f"{sum(g for at, g in located if g > 20 and i <= 10 * (at - start) / span < i + 1) / 1e3:.1f}" for i in range(10)),
+            + ", ".join(
+                f"{sum(g for at, g in located if g > 20 and i <= 10 * (at - start) / span < i + 1) / 1e3:.1f}"
+                for i in range(10)
+            ),
             "",
             "| stream | kernels | summed kernel ms | busy ms (union) | first / last kernel end (ms from start) |",
             "|---|---|---|---|---|",
@@ -94,7 +99,9 @@ class Timeline:
             total = sum(e - s for _, _, s, e in ks)
             b, _ = _union([(s, e) for _, _, s, e in ks])
             first, last = min(k[2] for k in ks) - start, max(k[3] for k in ks) - start
-            rows.append(f"| {stream} | {len(ks)} | {total / 1e3:.1f} | {b / 1e3:.1f} | {first / 1e3:.1f} / {last / 1e3:.1f} |")
+            rows.append(
+                f"| {stream} | {len(ks)} | {total / 1e3:.1f} | {b / 1e3:.1f} | {first / 1e3:.1f} / {last / 1e3:.1f} |"
+            )
         if self.runtime:
             calls: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
             for name, _, dur in self.runtime:
@@ -106,7 +113,10 @@ class Timeline:
             rows += [
                 "",
                 "longest runtime calls (ms from the first kernel: call ms): "
-                + ", ".join(f"{(ts - start) / 1e3:.1f}: {name} {dur / 1e3:.2f}" for name, ts, dur in sorted(self.runtime, key=lambda r: -r[2])[:12]),
+                + ", ".join(
+                    f"{(ts - start) / 1e3:.1f}: {name} {dur / 1e3:.2f}"
+                    for name, ts, dur in sorted(self.runtime, key=lambda r: -r[2])[:12]
+                ),
             ]
         for stream, ks in sorted(by_stream.items(), key=lambda kv: -len(kv[1])):
             totals: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])

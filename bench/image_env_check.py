@@ -60,7 +60,10 @@ def check_pins(requirements: Path, allow_differ: list[str]) -> None:
         if installed != version:
             entry = f"{name} {installed} (pinned {version})"
             (tolerated if any(fnmatch.fnmatch(name, p) for p in allow_differ) else wrong).append(entry)
-    report(not wrong, f"packages at their pinned versions ({requirements.name})" + (f": differ: {', '.join(wrong)}" if wrong else ""))
+    report(
+        not wrong,
+        f"packages at their pinned versions ({requirements.name})" + (f": differ: {', '.join(wrong)}" if wrong else ""),
+    )
     if tolerated:
         print(f"       allowed to differ here: {', '.join(tolerated)}", flush=True)
 
@@ -101,7 +104,11 @@ def check_triton(cuda: bool) -> None:
             report(False, f"no GPU: Triton could not compile: {type(err).__name__}: {err}")
     env = {**os.environ, "CC": "/nonexistent/cc", "TRITON_CACHE_DIR": tempfile.mkdtemp(prefix="triton-cache-")}
     proc = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_COMPILER, "cuda" if cuda else "cpu"], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", _WITHOUT_COMPILER, "cuda" if cuda else "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     try:
         outcome = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -109,7 +116,9 @@ def check_triton(cuda: bool) -> None:
         report(False, f"without a C compiler: the check itself failed:\n{proc.stderr[-2000:]}")
         return
     diagnosed = not outcome["usable"] and "C compiler" in outcome["advice"]
-    report(diagnosed, f"without a C compiler the check fails and says so: {outcome['detail'][:160]} -- {outcome['advice']}")
+    report(
+        diagnosed, f"without a C compiler the check fails and says so: {outcome['detail'][:160]} -- {outcome['advice']}"
+    )
 
 
 # --- 3. the server through the entry point ----------------------------------------------------
@@ -155,8 +164,18 @@ def check_server(fixtures: Path, cuda: bool, startup_timeout: float) -> None:
     entrypoint = ["sh", str(REPO / "docker" / "entrypoint.sh")]
     # a voice added as the README adds one in the container: no --data-dir, the image's variable
     state = fixtures / "lina-tiny" / "speaker_state.safetensors"
-    added = subprocess.run([*entrypoint, "voice", "add", "fixture", "--state", str(state)], cwd=work, env=env, capture_output=True, text=True, timeout=300)
-    if not report(added.returncode == 0 and (data / "voices" / "fixture").is_dir(), f"`voice add` through the entry point wrote into {data}"):
+    added = subprocess.run(
+        [*entrypoint, "voice", "add", "fixture", "--state", str(state)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if not report(
+        added.returncode == 0 and (data / "voices" / "fixture").is_dir(),
+        f"`voice add` through the entry point wrote into {data}",
+    ):
         print(added.stdout + added.stderr, flush=True)
     options = [
         "--uri", f"tcp://127.0.0.1:{port}",
@@ -180,7 +199,10 @@ def check_server(fixtures: Path, cuda: bool, startup_timeout: float) -> None:
                 healthy = True
                 break
             time.sleep(1.0)
-        report(healthy, f"server started through docker/entrypoint.sh; the health check (no URI) passed after {time.monotonic() - started:.0f} s")
+        report(
+            healthy,
+            f"server started through docker/entrypoint.sh; the health check (no URI) passed after {time.monotonic() - started:.0f} s",
+        )
         if not healthy:
             return
         # the port answers describe while the model still loads: wait until it speaks
@@ -189,16 +211,24 @@ def check_server(fixtures: Path, cuda: bool, startup_timeout: float) -> None:
                 break
             time.sleep(0.5)
         log_text = log_path.read_text(errors="replace")
-        report("ready: speaking" in log_text, f"the model loaded and the server speaks after {time.monotonic() - started:.0f} s")
+        report(
+            "ready: speaking" in log_text,
+            f"the model loaded and the server speaks after {time.monotonic() - started:.0f} s",
+        )
         if cuda:
-            report("compiled and launched a test kernel" in log_text and "TRITON CANNOT" not in log_text, "the server's Triton check passed on CUDA")
+            report(
+                "compiled and launched a test kernel" in log_text and "TRITON CANNOT" not in log_text,
+                "the server's Triton check passed on CUDA",
+            )
             report("loaded the model and codec on cuda" in log_text, "the model and codec run on CUDA")
         try:
             samples = asyncio.run(_speak(port, "Hello there. How are you today?"))
             report(samples > 0, f"one request spoken: {samples / 24000:.2f} s of audio")
         except Exception as err:  # noqa: BLE001 (reported)
             report(False, f"the request failed: {type(err).__name__}: {err}")
-        listed = subprocess.run([*entrypoint, "voice", "list"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+        listed = subprocess.run(
+            [*entrypoint, "voice", "list"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
         report(
             listed.returncode == 0 and re.search(r"^fixture\s.*\sok$", listed.stdout, re.M) is not None,
             f"`voice list` through the entry point sees the server's voice, usable, in {data}",
@@ -222,14 +252,19 @@ def main() -> int:
     parser.add_argument("--requirements", type=Path, default=REPO / "requirements" / "image.txt")
     default_fixtures = os.environ.get("WYOMING_LINA_FIXTURES", REPO.parent / "shared" / "fixtures")
     parser.add_argument("--fixtures", type=Path, default=Path(default_fixtures))
-    parser.add_argument("--allow-differ", action="append", default=[], metavar="GLOB", help="packages allowed another version here")
+    parser.add_argument(
+        "--allow-differ", action="append", default=[], metavar="GLOB", help="packages allowed another version here"
+    )
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     args = parser.parse_args()
 
     import torch
 
     cuda = torch.cuda.is_available()
-    print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), {'GPU: ' + torch.cuda.get_device_name(0) if cuda else 'no GPU'}", flush=True)
+    print(
+        f"torch {torch.__version__} (CUDA {torch.version.cuda}), {'GPU: ' + torch.cuda.get_device_name(0) if cuda else 'no GPU'}",
+        flush=True,
+    )
     check_pins(args.requirements, args.allow_differ)
     check_triton(cuda)
     check_server(args.fixtures.resolve(), cuda, args.startup_timeout)

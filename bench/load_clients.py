@@ -76,7 +76,9 @@ async def one_request(host: str, port: int, text: str, voice: str | None) -> dic
     return record
 
 
-async def run_clients(host: str, port: int, clients: int, requests: int, voice: str | None, start_at: float, offset: int) -> list[dict]:
+async def run_clients(
+    host: str, port: int, clients: int, requests: int, voice: str | None, start_at: float, offset: int
+) -> list[dict]:
     delay = start_at - time.time()
     if delay > 0:
         await asyncio.sleep(delay)
@@ -99,10 +101,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--requests", type=int, default=4, help="requests per client, one after another")
     parser.add_argument("--voice", help="voice name (default: the server's default voice)")
-    parser.add_argument("--start-at", type=float, default=0.0, help="epoch seconds to start at (several processes together)")
+    parser.add_argument(
+        "--start-at", type=float, default=0.0, help="epoch seconds to start at (several processes together)"
+    )
     parser.add_argument("--offset", type=int, default=0, help="number of the first client (texts differ per client)")
     args = parser.parse_args()
-    records = asyncio.run(run_clients(args.host, args.port, args.clients, args.requests, args.voice, args.start_at, args.offset))
+    records = asyncio.run(
+        run_clients(args.host, args.port, args.clients, args.requests, args.voice, args.start_at, args.offset)
+    )
     json.dump({"records": records}, sys.stdout)
     sys.stdout.write("\n")
 

@@ -66,7 +66,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-gemv", action="store_true", help="cuBLAS for every product (no Triton GEMV at <= 8 rows)")
     parser.add_argument("--batch-buckets", help="comma-separated graph batch buckets (default: the engine's)")
-    parser.add_argument("--no-fused-step", action="store_true", help="plain GLA ops in the step instead of the one-kernel Triton step")
+    parser.add_argument(
+        "--no-fused-step", action="store_true", help="plain GLA ops in the step instead of the one-kernel Triton step"
+    )
     args = parser.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     model = random_full_size_lina("cpu", manifest=Path(args.fixtures) / "lina-tiny/full-size-keys.json").cuda()

@@ -47,7 +47,9 @@ def main() -> None:
         group_norm_time(x, 1, weight, bias, 1e-6, silu)
         torch.cuda.synchronize()
         took = time.perf_counter() - started
-        print(f"{what}: {took:.2f} s, the ticker's longest gap {max(gaps, default=0) * 1000:.0f} ms over {len(gaps)} ticks")
+        print(
+            f"{what}: {took:.2f} s, the ticker's longest gap {max(gaps, default=0) * 1000:.0f} ms over {len(gaps)} ticks"
+        )
     stop.set()
 
 

@@ -42,7 +42,9 @@ def main() -> None:
     weights = {s: torch.randn(s, device=dev, dtype=torch.bfloat16) / s[1] ** 0.5 for s in set(CHAIN)}
     chain_bytes = sum(n * k * 2 for n, k in CHAIN)
     print(f"chain: {len(CHAIN)} products, {chain_bytes / 1e6:.0f} MB of bf16 weights")
-    print("| rows | max rel err vs fp32 (GEMV / cuBLAS) | cuBLAS chain us | GEMV chain us | as served us | served vs cuBLAS |")
+    print(
+        "| rows | max rel err vs fp32 (GEMV / cuBLAS) | cuBLAS chain us | GEMV chain us | as served us | served vs cuBLAS |"
+    )
     print("|---|---|---|---|---|---|")
     for M in args.rows or [1, 2, 4, 8]:
         xs = {k: torch.randn(M, k, device=dev, dtype=torch.bfloat16) for k in (1024, 1408)}

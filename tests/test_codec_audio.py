@@ -42,7 +42,9 @@ def test_stereo_is_channel_mean(codec):
     stereo = np.stack([left, right], axis=1)  # (N, C) as soundfile gives it
     mean = ((left.astype(np.float64) + right) / 2).astype(np.float32)
     assert torch.equal(codec.encode_clip(stereo, 16000), codec.encode_clip(mean, 16000))
-    np.testing.assert_allclose(to_codec_rate(np.stack([left] * 6, axis=1), 16000), to_codec_rate(left, 16000), atol=1e-6)
+    np.testing.assert_allclose(
+        to_codec_rate(np.stack([left] * 6, axis=1), 16000), to_codec_rate(left, 16000), atol=1e-6
+    )
 
 
 def test_channels_first_is_refused():
@@ -89,7 +91,9 @@ def test_bad_sample_rate(codec):
 # ---- files --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt, subtype, atol", [("WAV", "PCM_16", 1 / 32768), ("FLAC", "PCM_24", 1 / 2**23), ("WAV", "FLOAT", 0)])
+@pytest.mark.parametrize(
+    "fmt, subtype, atol", [("WAV", "PCM_16", 1 / 32768), ("FLAC", "PCM_24", 1 / 2**23), ("WAV", "FLOAT", 0)]
+)
 def test_read_audio_round_trip(tmp_path, fmt, subtype, atol):
     left, right = chirp(22050, f0=300), chirp(22050, f0=700, amp=0.3)
     path = tmp_path / f"clip.{fmt.lower()}"
@@ -109,7 +113,12 @@ def test_unreadable_files(tmp_path):
     garbage.write_bytes(b"RIFF\x00\x01 definitely not audio " * 20)
     silent = tmp_path / "no_frames.wav"
     soundfile.write(str(silent), np.zeros(0, np.float32), 16000)
-    for path, message in [(empty, "cannot read"), (garbage, "cannot read"), (silent, "contains no audio"), (tmp_path / "nope.wav", "not found")]:
+    for path, message in [
+        (empty, "cannot read"),
+        (garbage, "cannot read"),
+        (silent, "contains no audio"),
+        (tmp_path / "nope.wav", "not found"),
+    ]:
         with pytest.raises(AudioFileError, match=message):
             read_audio(path)
     with pytest.raises(AudioFileError, match=tmp_path.name + "|cannot read|not found"):

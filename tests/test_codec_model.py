@@ -41,7 +41,12 @@ def raw_ckpt(codec_dir):
 def test_fixture_config_and_sizes(codec):
     cfg = codec.config
     assert (cfg.n_filters, cfg.dimension, cfg.codebook_size, cfg.dim, cfg.intermediate_dim, cfg.num_layers) == (
-        4, 32, 64, 64, 128, 2,
+        4,
+        32,
+        64,
+        64,
+        128,
+        2,
     )
     assert cfg.ratios == (8, 5, 4, 2)
     assert (codec.sample_rate, codec.hop_length, codec.codebook_size) == (24000, 320, 64)
@@ -74,7 +79,9 @@ def test_missing_key_is_named(tmp_path, codec_dir, raw_ckpt):
 def test_wrong_shape_is_named(tmp_path, codec_dir, raw_ckpt):
     key = "feature_extractor.encodec.quantizer.vq.layers.0._codebook.embed"
     path = _save_variant(tmp_path, raw_ckpt, lambda sd: sd.__setitem__(key, torch.zeros(65, 32)))
-    with pytest.raises(CheckpointError, match=r"wrong shape.*_codebook\.embed: checkpoint \[65, 32\] != model \[64, 32\]"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shape.*_codebook\.embed: checkpoint \[65, 32\] != model \[64, 32\]"
+    ):
         load_codec(codec_dir / "config.yaml", path)
 
 
@@ -347,7 +354,9 @@ def test_conv_over_time_is_conv1d_in_time_major_layout(groups):
         want = conv(x.transpose(1, 2)).transpose(1, 2)
         for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
             torch.testing.assert_close(conv_over_time(inp, conv), want, atol=1e-5, rtol=1e-5)
-        conv.register_buffer("channels_last_weight", conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last))
+        conv.register_buffer(
+            "channels_last_weight", conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        )
         out = conv_over_time(x, conv)
         assert out.shape == (3, 11, 24) and out.is_contiguous()
         torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
@@ -365,7 +374,9 @@ def test_group_norm_over_time_is_group_norm_in_time_major_layout():
     torch.testing.assert_close(group_norm_over_time(x, norm, silu=True), F.silu(want))
 
 
-@pytest.mark.parametrize("kernel, stride, dilation", [(7, 1, 1), (3, 1, 1), (1, 1, 1), (4, 2, 1), (16, 8, 1), (10, 5, 1), (3, 1, 3)])
+@pytest.mark.parametrize(
+    "kernel, stride, dilation", [(7, 1, 1), (3, 1, 1), (1, 1, 1), (4, 2, 1), (16, 8, 1), (10, 5, 1), (3, 1, 3)]
+)
 def test_padding_gives_ceil_length(kernel, stride, dilation):
     for length in range(1, 60):
         left, right = same_padding(length, kernel, stride, dilation)
@@ -402,7 +413,10 @@ def test_nearest_code_matches_cdist(codec):
 def test_istft_matches_frame_by_frame_twin():
     torch.manual_seed(0)
     n_fft, hop, frames = 1280, 320, 9
-    spec = torch.polar(torch.rand(2, n_fft // 2 + 1, frames, dtype=torch.float64), torch.randn(2, n_fft // 2 + 1, frames, dtype=torch.float64))
+    spec = torch.polar(
+        torch.rand(2, n_fft // 2 + 1, frames, dtype=torch.float64),
+        torch.randn(2, n_fft // 2 + 1, frames, dtype=torch.float64),
+    )
     window = torch.hann_window(n_fft, dtype=torch.float64)
     total = (frames - 1) * hop + n_fft
     y, env = torch.zeros(2, total, dtype=torch.float64), torch.zeros(total, dtype=torch.float64)

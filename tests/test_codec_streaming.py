@@ -55,7 +55,11 @@ def run(codes: torch.Tensor, config: StreamingConfig, push: int) -> tuple[np.nda
     return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), windows
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.first_window}-{c.window}-{c.hop}-{c.lookahead}-{c.crossfade}-{c.max_hop}-{c.final_step}")
+@pytest.mark.parametrize(
+    "config",
+    CONFIGS,
+    ids=lambda c: f"{c.first_window}-{c.window}-{c.hop}-{c.lookahead}-{c.crossfade}-{c.max_hop}-{c.final_step}",
+)
 @pytest.mark.parametrize("push", [1, 7, 10_000])
 def test_local_decoder_is_reproduced_exactly(config, push):
     """With a local decoder every window agrees, so any misplaced sample shows as a difference."""
@@ -121,7 +125,11 @@ def test_first_audio_after_first_window_codes():
         assert stream.next_window() is None
     stream.push(5)
     window = stream.next_window()
-    assert window is not None and (window.start, window.size, window.emit_end) == (0, cfg.first_window, cfg.first_window - cfg.lookahead)
+    assert window is not None and (window.start, window.size, window.emit_end) == (
+        0,
+        cfg.first_window,
+        cfg.first_window - cfg.lookahead,
+    )
     assert stream.next_window() is None  # next window needs `hop` more codes
 
 
@@ -136,8 +144,14 @@ def test_misuse_is_refused():
     assert stream.next_window(final=True) is not None
     with pytest.raises(RuntimeError, match="final"):
         stream.push(1)
-    for bad in [dict(crossfade=9, lookahead=8), dict(first_window=8, lookahead=8), dict(window=20), dict(hop=0),
-                dict(max_hop=12), dict(max_hop=295)]:
+    for bad in [
+        dict(crossfade=9, lookahead=8),
+        dict(first_window=8, lookahead=8),
+        dict(window=20),
+        dict(hop=0),
+        dict(max_hop=12),
+        dict(max_hop=295),
+    ]:
         with pytest.raises(ValueError):
             StreamingConfig(**bad)
 

@@ -26,7 +26,9 @@ def entrypoint(*args: str, data: Path) -> subprocess.CompletedProcess:
         "WYOMING_LINA_DATA_DIR": str(data),  # as the image sets it
         "HF_HUB_OFFLINE": "1",
     }
-    return subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, env=env, cwd=data.parent, timeout=120)
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, env=env, cwd=data.parent, timeout=120
+    )
 
 
 def test_options_alone_run_the_server(tmp_path):
@@ -107,7 +109,17 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context():
                 assert in_build_context(relative), f"{relative} is copied but .dockerignore leaves it out"
 
 
-@pytest.mark.parametrize("path", ["tests/test_container.py", ".git/config", ".venv/bin/python", "data/models/lina.safetensors", "wyoming_lina/__pycache__/x.pyc", "bench/full_size.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tests/test_container.py",
+        ".git/config",
+        ".venv/bin/python",
+        "data/models/lina.safetensors",
+        "wyoming_lina/__pycache__/x.pyc",
+        "bench/full_size.py",
+    ],
+)
 def test_the_build_context_leaves_out_the_rest(path):
     assert not in_build_context(path)
 

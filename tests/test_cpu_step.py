@@ -71,7 +71,9 @@ def test_fixture_model_quantized_step_agrees_and_keeps_the_state_contract(model)
     quantized = QuantizedStep(model)
     g = torch.Generator().manual_seed(3)
     text = torch.randint(3, model.config.text_vocab, (2, 12), generator=g)
-    tokens = torch.cat([torch.ones(2, 1, dtype=torch.long), torch.randint(3, model.config.out_vocab, (2, 40), generator=g)], 1)
+    tokens = torch.cat(
+        [torch.ones(2, 1, dtype=torch.long), torch.randint(3, model.config.out_vocab, (2, 40), generator=g)], 1
+    )
     ref, ref_state = _teacher_forced(model, model.step, text, tokens)
     got, got_state = _teacher_forced(model, quantized.step, text, tokens)
     top1, rel = _agreement(ref, got)
@@ -106,7 +108,9 @@ def test_full_size_quantized_step_agrees_with_float32(lina_dir):
     quantized = QuantizedStep(model)
     g = torch.Generator().manual_seed(100)
     text = torch.randint(3, model.config.text_vocab, (1, 40), generator=g)
-    tokens = torch.cat([torch.ones(1, 1, dtype=torch.long), torch.randint(3, model.config.out_vocab, (1, 63), generator=g)], 1)
+    tokens = torch.cat(
+        [torch.ones(1, 1, dtype=torch.long), torch.randint(3, model.config.out_vocab, (1, 63), generator=g)], 1
+    )
     ref, _ = _teacher_forced(model, model.step, text, tokens)
     got, _ = _teacher_forced(model, quantized.step, text, tokens)
     top1, rel = _agreement(ref[0], got[0])

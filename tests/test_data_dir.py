@@ -41,7 +41,13 @@ def _run(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
 # --- where the data dir is ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "argv",
-    [["serve"], ["download"], ["speak", "Hi.", "-o", "x.wav"], ["voice", "list"], ["voice", "tune", "bob", "--data", "d"]],
+    [
+        ["serve"],
+        ["download"],
+        ["speak", "Hi.", "-o", "x.wav"],
+        ["voice", "list"],
+        ["voice", "tune", "bob", "--data", "d"],
+    ],
 )
 def test_every_command_takes_the_data_dir_from_the_environment(argv, tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "from-env"))
@@ -50,7 +56,9 @@ def test_every_command_takes_the_data_dir_from_the_environment(argv, tmp_path, m
     config = tmp_path / "c.yaml"
     config.write_text(f"data-dir: {tmp_path / 'from-yaml'}\n")
     assert parse_args([*argv, "--config", str(config)]).data_dir == tmp_path / "from-yaml"
-    assert parse_args([*argv, "--config", str(config), "--data-dir", str(tmp_path / "cli")]).data_dir == tmp_path / "cli"
+    assert (
+        parse_args([*argv, "--config", str(config), "--data-dir", str(tmp_path / "cli")]).data_dir == tmp_path / "cli"
+    )
 
 
 def test_without_the_variable_the_xdg_folder_is_the_default(tmp_path, monkeypatch):
@@ -76,7 +84,11 @@ def test_voice_commands_write_where_the_server_reads(tmp_path, lina_dir, monkeyp
     server's own option parser."""
     data = tmp_path / "data"
     env = {DATA_DIR_ENV: str(data)}
-    added = _run(["-m", "wyoming_lina", "voice", "add", "alice", "--state", str(lina_dir / "speaker_state.safetensors")], env, tmp_path)
+    added = _run(
+        ["-m", "wyoming_lina", "voice", "add", "alice", "--state", str(lina_dir / "speaker_state.safetensors")],
+        env,
+        tmp_path,
+    )
     assert added.returncode == 0, added.stderr
     assert (data / "voices" / "alice" / "voice.yaml").is_file()
     listed = _run(["-m", "wyoming_lina.voices.cli", "list", "--json"], env, tmp_path)
@@ -90,7 +102,9 @@ def test_voice_commands_write_where_the_server_reads(tmp_path, lina_dir, monkeyp
 
 def test_voice_tune_says_where_it_looked_for_the_model_files(tmp_path):
     data = tmp_path / "data"
-    result = _run(["-m", "wyoming_lina.voices.cli", "tune", "bob", "--data", str(tmp_path)], {DATA_DIR_ENV: str(data)}, tmp_path)
+    result = _run(
+        ["-m", "wyoming_lina.voices.cli", "tune", "bob", "--data", str(tmp_path)], {DATA_DIR_ENV: str(data)}, tmp_path
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert str(data / "models") in result.stderr and "wyoming-lina download" in result.stderr

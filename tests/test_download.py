@@ -71,7 +71,11 @@ def umask_022():
 def _offline_env(**extra) -> dict:
     """No HF_HUB_OFFLINE, and every request sent to a closed port on this machine (a proxy
     that refuses): the network cannot be reached, and nothing leaves the machine."""
-    env = {k: v for k, v in os.environ.items() if k.upper() not in ("HF_HUB_OFFLINE", "NO_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in ("HF_HUB_OFFLINE", "NO_PROXY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+    }
     return {**env, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", **extra}
 
 
@@ -85,7 +89,9 @@ def test_pins_are_one_table_with_the_tokenizer_verified(lina_dir):
     assert tokenizer.sha256 == hashlib.sha256((lina_dir / "bpe256.json").read_bytes()).hexdigest()
     assert MODEL_FILES["lina"].repo == "lina-speech/all-models"
     assert MODEL_FILES["lina"].path == "lina_gla_gigaspeech_d1024l12_convblind_shortconv_lr2e-4/last.ckpt"
-    assert {f.repo for k, f in MODEL_FILES.items() if k.startswith("codec")} == {"novateur/WavTokenizer-medium-speech-75token"}
+    assert {f.repo for k, f in MODEL_FILES.items() if k.startswith("codec")} == {
+        "novateur/WavTokenizer-medium-speech-75token"
+    }
     assert all(f.revision for f in MODEL_FILES.values())
 
 
@@ -93,11 +99,11 @@ def test_download_converts_once_and_records_sources(tmp_path, hub, lina_dir, cod
     from wyoming_lina.codec import load_codec
     from wyoming_lina.model import load_lina
 
-    downloader = ModelDownloader(tmp_path, hub_download=hub.hub_download, url_fetch=hub.fetch, probe=reachable, offline=False)
-    downloader.ensure()
-    assert sorted(hub.calls) == sorted(
-        (f.repo, f.path, f.revision) for k, f in MODEL_FILES.items() if k != "tokenizer"
+    downloader = ModelDownloader(
+        tmp_path, hub_download=hub.hub_download, url_fetch=hub.fetch, probe=reachable, offline=False
     )
+    downloader.ensure()
+    assert sorted(hub.calls) == sorted((f.repo, f.path, f.revision) for k, f in MODEL_FILES.items() if k != "tokenizer")
     assert hub.urls == [MODEL_FILES["tokenizer"].url]
 
     # converted weights equal the originals, and load without the checkpoints or the yaml
@@ -155,7 +161,9 @@ def test_network_error_is_reported_per_file(tmp_path, hub):
 
 
 def test_tokenizer_with_wrong_checksum_is_refused(tmp_path, hub):
-    downloader = ModelDownloader(tmp_path, hub_download=hub.hub_download, url_fetch=lambda url: b"{}", probe=reachable, offline=False)
+    downloader = ModelDownloader(
+        tmp_path, hub_download=hub.hub_download, url_fetch=lambda url: b"{}", probe=reachable, offline=False
+    )
     with pytest.raises(ModelFilesMissingError, match="SHA-256"):
         downloader.ensure(("tokenizer",))
     assert not downloader.tokenizer_path.exists()
@@ -163,7 +171,11 @@ def test_tokenizer_with_wrong_checksum_is_refused(tmp_path, hub):
 
 def test_files_placed_by_hand_are_converted_offline(tmp_path, lina_dir, codec_dir):
     downloader = ModelDownloader(tmp_path, hub_download=no_network, url_fetch=no_network, offline=True)
-    for key, source in (("lina", lina_dir / "model.ckpt"), ("codec-checkpoint", codec_dir / "model.ckpt"), ("codec-config", codec_dir / "config.yaml")):
+    for key, source in (
+        ("lina", lina_dir / "model.ckpt"),
+        ("codec-checkpoint", codec_dir / "model.ckpt"),
+        ("codec-config", codec_dir / "config.yaml"),
+    ):
         target = downloader.raw_path(MODEL_FILES[key])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -174,7 +186,9 @@ def test_files_placed_by_hand_are_converted_offline(tmp_path, lina_dir, codec_di
 
 
 def test_local_files_override_the_data_dir(tmp_path, hub, lina_dir, codec_dir):
-    downloader = ModelDownloader(tmp_path, hub_download=hub.hub_download, url_fetch=hub.fetch, probe=reachable, offline=False)
+    downloader = ModelDownloader(
+        tmp_path, hub_download=hub.hub_download, url_fetch=hub.fetch, probe=reachable, offline=False
+    )
     files = resolve_model_files(
         tmp_path,
         lina=lina_dir / "model.ckpt",

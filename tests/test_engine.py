@@ -63,7 +63,9 @@ async def run_all(engine, handles, max_iters=2000):
 async def test_prompt_prefill_reproduces_upstream_greedy_continuation(engine, vec):
     """Upstream's greedy continuation, exactly, until upstream samples a special token (PAD at
     its step 22): the engine never samples PAD/BOS and takes the best speech token instead."""
-    job = GenerationJob(vec["text_ids"][0].tolist(), max_frames=100, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0])
+    job = GenerationJob(
+        vec["text_ids"][0].tolist(), max_frames=100, sampling=GREEDY, prompt_codes=vec["prompt_codes"][0]
+    )
     handle = engine.submit(job)
     (audio,) = await run_all(engine, [handle])
     upstream = vec["greedy_tokens"][0, 12:].tolist()  # upstream: continuation from step 12
@@ -106,7 +108,10 @@ async def test_seeded_sampling_is_reproducible_and_batch_independent(engine, vec
     job = GenerationJob(texts(vec)[0], max_frames=25, sampling=opts)
     a = engine.submit(job)
     await run_all(engine, [a])
-    others = [engine.submit(GenerationJob(t, max_frames=25, sampling=SamplingOptions(seed=i))) for i, t in enumerate(texts(vec))]
+    others = [
+        engine.submit(GenerationJob(t, max_frames=25, sampling=SamplingOptions(seed=i)))
+        for i, t in enumerate(texts(vec))
+    ]
     b = engine.submit(job)
     await run_all(engine, others + [b])
     assert a.stats.tokens == b.stats.tokens
@@ -125,7 +130,10 @@ async def test_max_length_guard_and_pcm_length(engine, vec):
 
 
 async def test_every_stop_gives_pcm_matching_the_frames(engine, vec):
-    handles = [engine.submit(GenerationJob(t, max_frames=n, sampling=SamplingOptions(seed=n))) for t, n in zip(texts(vec) * 2, (1, 3, 41, 60, 88, 7))]
+    handles = [
+        engine.submit(GenerationJob(t, max_frames=n, sampling=SamplingOptions(seed=n)))
+        for t, n in zip(texts(vec) * 2, (1, 3, 41, 60, 88, 7))
+    ]
     audio = await run_all(engine, handles)
     for handle, samples in zip(handles, audio):
         assert handle.stats.stop_reason in ("eos", "max_frames")
@@ -212,10 +220,21 @@ async def test_graph_buffers_give_the_same_tokens_as_the_plain_step(model, codec
     from wyoming_lina.engine.graphed_step import GraphConfig
 
     jobs = [GenerationJob(t, max_frames=n, sampling=GREEDY) for t, n in zip(texts(vec), (30, 9, 22))]
-    jobs.append(GenerationJob(texts(vec)[0], max_frames=25, sampling=SamplingOptions(top_k=30, seed=5), prompt_codes=vec["prompt_codes"][0, :5]))
+    jobs.append(
+        GenerationJob(
+            texts(vec)[0],
+            max_frames=25,
+            sampling=SamplingOptions(top_k=30, seed=5),
+            prompt_codes=vec["prompt_codes"][0, :5],
+        )
+    )
     expected = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
 
-    graphed = Engine(model, StreamingDecoder(codec), EngineSettings(graphs=GraphConfig(batch_buckets=(2, 4, 8), text_buckets=(32, 64), capture=False), max_batch=8))
+    graphed = Engine(
+        model,
+        StreamingDecoder(codec),
+        EngineSettings(graphs=GraphConfig(batch_buckets=(2, 4, 8), text_buckets=(32, 64), capture=False), max_batch=8),
+    )
     first = [graphed.submit(jobs[0]), graphed.submit(jobs[1])]
     for _ in range(5):
         graphed.run_once()
@@ -231,7 +250,9 @@ async def test_rows_of_different_state_voices_admitted_together_keep_their_own_s
     gen = torch.Generator().manual_seed(3)
 
     def voice():
-        return InitialState([torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, generator=gen) for _ in range(2 * model.config.n_layer)])
+        return InitialState(
+            [torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, generator=gen) for _ in range(2 * model.config.n_layer)]
+        )
 
     a, b = voice(), voice()
     text = texts(vec)[0]
@@ -285,7 +306,10 @@ async def test_audio_and_ends_stay_in_order_while_the_codec_lags(model, codec, v
     """On CUDA the codec runs on its own stream and its audio is handed out steps later: every
     row must still get all its audio, in order, before it hears that it ended."""
 
-    jobs = [GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i)) for i, (t, n) in enumerate(zip(texts(vec), (70, 9, 45)))]
+    jobs = [
+        GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i))
+        for i, (t, n) in enumerate(zip(texts(vec), (70, 9, 45)))
+    ]
     plain = Engine(model, StreamingDecoder(codec))
     expected = await run_all(plain, [plain.submit(job) for job in jobs])
 
@@ -305,7 +329,10 @@ async def test_no_step_is_launched_past_every_rows_frame_limit(model, codec, vec
     every row meets its frame limit in a launched step, it stops stepping (at 256 rows each
     wasted step costs ~1.8 ms of GPU), and each row still gets exactly its frames."""
 
-    jobs = [GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i)) for i, (t, n) in enumerate(zip(texts(vec), (10, 7)))]
+    jobs = [
+        GenerationJob(t, max_frames=n, sampling=SamplingOptions(top_k=20, seed=i))
+        for i, (t, n) in enumerate(zip(texts(vec), (10, 7)))
+    ]
     engine = queued_engine(model, StreamingDecoder(codec))
     handles = [engine.submit(job) for job in jobs]
     audio = await run_all(engine, handles)
@@ -340,7 +367,9 @@ async def test_prompt_requests_admitted_together_prefill_in_capped_batches(model
         for i in range(5)
     ]
     alone = await tokens_alone(Engine(model, StreamingDecoder(codec)), jobs)
-    engine = Engine(model, StreamingDecoder(codec), EngineSettings(pad_prefill=True, max_admit_per_step=8, max_prefill_batch=2))
+    engine = Engine(
+        model, StreamingDecoder(codec), EngineSettings(pad_prefill=True, max_admit_per_step=8, max_prefill_batch=2)
+    )
     sizes = []
     prefill = model.prefill_from_encoded
 

@@ -110,7 +110,11 @@ def synth(model, codec, lina_dir):
     engine = Engine(model, StreamingDecoder(codec), EngineSettings(max_queue=64))
     engine.start()
     settings = SynthesisSettings(
-        default_voice="tuned", sentence_silence=0.0, max_frames=20, max_sentences_ahead=4, sampling=SamplingOptions(seed=1)
+        default_voice="tuned",
+        sentence_silence=0.0,
+        max_frames=20,
+        max_sentences_ahead=4,
+        sampling=SamplingOptions(seed=1),
     )
     yield Synthesizer(engine, LinaTokenizer(lina_dir / "bpe256.json"), voices, settings)
     engine.stop()

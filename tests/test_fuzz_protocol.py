@@ -144,7 +144,9 @@ event_data = st.fixed_dictionaries(
     {},
     optional={
         "text": st.text(max_size=40) | json_values,
-        "voice": st.fixed_dictionaries({}, optional={"name": st.sampled_from(["fixture", "nobody", "..", ""]) | json_values})
+        "voice": st.fixed_dictionaries(
+            {}, optional={"name": st.sampled_from(["fixture", "nobody", "..", ""]) | json_values}
+        )
         | json_values,
     },
 )

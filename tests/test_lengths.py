@@ -151,7 +151,11 @@ def synth(model, codec, lina_dir, vec):
         [
             Voice("tuned", initial_state=load_speaker_state(lina_dir / "speaker_state.safetensors", model)),
             Voice("clip", prompt_codes=vec["prompt_codes"][0], prompt_text="a short prompt"),
-            Voice("slow", initial_state=load_speaker_state(lina_dir / "speaker_state.safetensors", model), frames_per_char=9.0),
+            Voice(
+                "slow",
+                initial_state=load_speaker_state(lina_dir / "speaker_state.safetensors", model),
+                frames_per_char=9.0,
+            ),
         ]
     )
     engine = Engine(model, StreamingDecoder(codec))
@@ -208,7 +212,7 @@ async def test_after_a_failed_sentence_the_others_still_speak(synth):
 
 
 # --- speak: never a silent WAV ------------------------------------------------------------
-@pytest.mark.parametrize("text", ["\U0001F600 \u4f60\u597d", "... !?"])
+@pytest.mark.parametrize("text", ["\U0001f600 \u4f60\u597d", "... !?"])
 def test_speak_exits_non_zero_instead_of_writing_an_empty_wav(tmp_path, lina_dir, codec_dir, text):
     out = tmp_path / "out.wav"
     args = [

@@ -208,7 +208,10 @@ def test_safetensors_and_plain_state_dict_load_identically(model, tmp_path, vec)
     "edit, message",
     [
         (lambda sd: sd.pop("attentive_rnn.decoder.1.tmix.o_proj.weight"), "missing (1): attentive_rnn.decoder.1"),
-        (lambda sd: sd.__setitem__("attentive_rnn.extra.weight", torch.zeros(1)), "unexpected (1): attentive_rnn.extra"),
+        (
+            lambda sd: sd.__setitem__("attentive_rnn.extra.weight", torch.zeros(1)),
+            "unexpected (1): attentive_rnn.extra",
+        ),
         (
             lambda sd: sd.__setitem__("attentive_rnn.decoder.0.cmix.p_in.bias", torch.zeros(3)),
             "wrong shape (1): attentive_rnn.decoder.0.cmix.p_in.bias",
@@ -279,7 +282,9 @@ def test_naive_recurrence_matches_a_float64_closed_form():
         state = cum[:, t].exp()[..., None] * s0
         for i in range(t + 1):
             state = state + (cum[:, t] - cum[:, i]).exp()[..., None] * k[:, i, :, :, None] * v[:, i, :, None, :]
-        torch.testing.assert_close(out[:, t].double(), torch.einsum("bhk,bhkv->bhv", q[:, t] * 0.5, state), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            out[:, t].double(), torch.einsum("bhk,bhkv->bhv", q[:, t] * 0.5, state), atol=1e-5, rtol=1e-5
+        )
     torch.testing.assert_close(final.double(), state, atol=1e-5, rtol=1e-5)
 
 

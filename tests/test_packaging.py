@@ -37,7 +37,11 @@ def import_names(distribution: str) -> set[str]:
     name = canonicalize_name(distribution)
     if name in NOT_ALWAYS_INSTALLED:
         return NOT_ALWAYS_INSTALLED[name]
-    names = {module for module, dists in importlib.metadata.packages_distributions().items() if name in map(canonicalize_name, dists)}
+    names = {
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if name in map(canonicalize_name, dists)
+    }
     assert names, f"{distribution} is declared but not installed here: cannot tell its import name"
     return {n for n in names if not n.startswith("_")} or names
 

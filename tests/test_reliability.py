@@ -280,10 +280,7 @@ def test_voices_file_names_with_dots_are_skipped(tmp_path, lina_dir):
     shutil.copy(lina_dir / "speaker_state.safetensors", tmp_path / "s.safetensors")
     config = tmp_path / "voices.yaml"
     config.write_text(
-        "voices:\n"
-        "  ../evil: {state: s.safetensors}\n"
-        "  'a/b': {state: s.safetensors}\n"
-        "  good: {state: s.safetensors}\n"
+        "voices:\n  ../evil: {state: s.safetensors}\n  'a/b': {state: s.safetensors}\n  good: {state: s.safetensors}\n"
     )
     store = VoiceStore(tmp_path / "data", config_path=config)
     assert {v.name for v in store.list()} >= {"good"}

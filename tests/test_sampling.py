@@ -18,7 +18,9 @@ def run(logits, k, p=1.0, temp=1.0, seeds=None, counters=None):
     specials = torch.full((B, N_SPECIAL_AUDIO), 100.0)
     specials[:, EOS] = float("-inf")  # EOS allowed (min_frames 0) but never likely here
     full = torch.cat([specials, logits], dim=1)
-    got = sample_tokens(full, t(k, torch.long), t(p, torch.float), t(temp, torch.float), seeds, counters, k, t(0, torch.long))
+    got = sample_tokens(
+        full, t(k, torch.long), t(p, torch.float), t(temp, torch.float), seeds, counters, k, t(0, torch.long)
+    )
     return got - N_SPECIAL_AUDIO
 
 
@@ -66,7 +68,9 @@ def test_row_randomness_is_independent_of_the_batch():
     seeds = torch.tensor([11, 12, 13, 14, 15, 16])
     counters = torch.tensor([0, 3, 5, 7, 9, 1])
     together = run(logits, 40, seeds=seeds, counters=counters)
-    alone = torch.cat([run(logits[i : i + 1], 40, seeds=seeds[i : i + 1], counters=counters[i : i + 1]) for i in range(6)])
+    alone = torch.cat(
+        [run(logits[i : i + 1], 40, seeds=seeds[i : i + 1], counters=counters[i : i + 1]) for i in range(6)]
+    )
     assert torch.equal(together, alone)
 
 

@@ -45,7 +45,12 @@ def test_choose_device_refuses_what_is_not_there(requested, count):
 
 @pytest.mark.parametrize(
     "requested, device, expected",
-    [("auto", "cuda", "bfloat16"), ("auto", "cuda:1", "bfloat16"), ("auto", "cpu", "float32"), ("float32", "cuda", "float32")],
+    [
+        ("auto", "cuda", "bfloat16"),
+        ("auto", "cuda:1", "bfloat16"),
+        ("auto", "cpu", "float32"),
+        ("float32", "cuda", "float32"),
+    ],
 )
 def test_choose_dtype(requested, device, expected):
     assert choose_dtype(requested, device) == expected

@@ -71,7 +71,9 @@ def add_fixture_voice(data_dir: Path, lina_dir: Path) -> None:
     VoiceStore(data_dir).add("fixture", state=lina_dir / "speaker_state.safetensors", description="Fixture speaker")
 
 
-def start_server(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str, wait_for: str = "ready", voice: str | None = "fixture") -> Server:
+def start_server(
+    tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str, wait_for: str = "ready", voice: str | None = "fixture"
+) -> Server:
     data = tmp / "data"
     if not (data / "voices" / "fixture").is_dir():
         add_fixture_voice(data, lina_dir)
@@ -297,7 +299,7 @@ async def test_streaming_speaks_sentences_while_text_arrives(server):
 
 @pytest.mark.parametrize("streaming", [False, True])
 async def test_a_short_request_gets_samples(server, streaming):
-    """"Still alive?" once got audio-start, no samples and audio-stop (EOS at the first step)."""
+    """ "Still alive?" once got audio-start, no samples and audio-stop (EOS at the first step)."""
     async with server.client() as client:
         if streaming:  # as Home Assistant sends every request since 2025.8
             await client.write_event(SynthesizeStart().event())
@@ -344,7 +346,9 @@ async def test_two_clients_at_once(server):
 
 async def test_client_leaving_mid_request_does_not_disturb_the_server(server):
     async with server.client() as client:  # a plain request, abandoned after its first audio
-        await client.write_event(Synthesize(text=" ".join(f"Sentence number {n} is here." for n in range(1, 9))).event())
+        await client.write_event(
+            Synthesize(text=" ".join(f"Sentence number {n} is here." for n in range(1, 9))).event()
+        )
         await read_until(client, "audio-chunk", server)
     async with server.client() as client:  # a stream that is never stopped (HA closes on barge-in)
         await client.write_event(SynthesizeStart().event())

@@ -90,7 +90,9 @@ async def engine_load(http) -> float:
     async with http.get("metrics") as response:
         text = await response.text()
     return sum(
-        float(line.split()[-1]) for line in text.splitlines() if line.startswith(("lina_batch_rows ", "lina_queue_depth "))
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(("lina_batch_rows ", "lina_queue_depth "))
     )
 
 
@@ -150,7 +152,9 @@ async def test_list_shows_the_voices_and_the_default(studio):
 
 async def test_add_with_a_transcript_then_hear_it_and_find_it_in_wyoming(studio, clip):
     async with studio.session() as http:
-        async with http.post("api/voices", data=form(name="alice", audio=clip, text=CLIP_TEXT, description="Alice")) as r:
+        async with http.post(
+            "api/voices", data=form(name="alice", audio=clip, text=CLIP_TEXT, description="Alice")
+        ) as r:
             assert r.status == 201, await r.text()
             added = await r.json()
         assert added["name"] == "alice" and added["usable"] and added["kind"] == "prompt" and not added["transcribed"]

@@ -35,7 +35,9 @@ def browser(tmp_path_factory):
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "playwright")
-    microphone = write_speech(tmp_path_factory.mktemp("mic") / "mic.wav", "Hello, this is my voice for the whole house.")
+    microphone = write_speech(
+        tmp_path_factory.mktemp("mic") / "mic.wav", "Hello, this is my voice for the whole house."
+    )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,

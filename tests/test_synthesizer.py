@@ -91,7 +91,9 @@ async def test_nothing_to_say_gives_no_audio(synth, text):
     assert await asyncio.wait_for(collect(synth.synthesize(text)), 30) == []
 
 
-@pytest.mark.parametrize("text", ["\U0001F600", "\u4f60\u597d\u3002", "\u0645\u0631\u062d\u0628\u0627", "\U0001F600 \U0001F44D!"])
+@pytest.mark.parametrize(
+    "text", ["\U0001f600", "\u4f60\u597d\u3002", "\u0645\u0631\u062d\u0628\u0627", "\U0001f600 \U0001f44d!"]
+)
 async def test_text_that_normalises_to_nothing_is_an_error_naming_what_was_dropped(synth, text):
     with pytest.raises(UnsupportedTextError, match="nothing in this text can be spoken") as err:
         await asyncio.wait_for(collect(synth.synthesize(text)), 30)

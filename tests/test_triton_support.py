@@ -24,7 +24,15 @@ def test_a_kernel_that_ran_and_computed_right_is_usable():
 @pytest.mark.parametrize(
     "version, compiler, header, error, ok, words, advice",
     [
-        (None, None, False, "ModuleNotFoundError: No module named 'triton'", False, "cannot import triton", "install Triton"),
+        (
+            None,
+            None,
+            False,
+            "ModuleNotFoundError: No module named 'triton'",
+            False,
+            "cannot import triton",
+            "install Triton",
+        ),
         ("3.6.0", None, True, NO_COMPILER, False, "no C compiler", "apt-get install gcc"),
         ("3.6.0", "/usr/bin/gcc", False, NO_HEADER, False, "Python.h is missing", "python3-dev"),
         ("3.6.0", "/usr/bin/gcc", True, NO_LIBCUDA, False, "libcuda.so cannot found", "--gpus all"),
@@ -53,7 +61,9 @@ def test_advice_follows_the_error(error, words):
 
 def test_the_compiler_is_found_as_triton_finds_it():
     assert find_c_compiler({"CC": "/opt/cc"}, which={"/opt/cc": "/opt/cc", "gcc": "/usr/bin/gcc"}.get) == "/opt/cc"
-    assert find_c_compiler({"CC": "/nonexistent/cc"}, which={"gcc": "/usr/bin/gcc"}.get) is None  # Triton uses CC as given
+    assert (
+        find_c_compiler({"CC": "/nonexistent/cc"}, which={"gcc": "/usr/bin/gcc"}.get) is None
+    )  # Triton uses CC as given
     found = {"gcc": None, "clang": "/usr/bin/clang"}
     assert find_c_compiler({}, which=found.get) == "/usr/bin/clang"
     assert find_c_compiler({}, which=lambda name: None) is None
@@ -128,7 +138,9 @@ def test_a_thread_that_defers_kernels_runs_the_step_in_plain_pytorch(lina_dir):
             state = model.init_state(1)
             return model.step_in_place(ctx, torch.tensor([BOS]), state), state
 
-    with pytest.raises((ImportError, RuntimeError, ValueError)):  # not deferred: the prepared model calls its Triton kernels
+    with pytest.raises(
+        (ImportError, RuntimeError, ValueError)
+    ):  # not deferred: the prepared model calls its Triton kernels
         step(prepared)
     results, seen = {}, {}
 

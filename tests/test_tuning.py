@@ -222,7 +222,9 @@ def test_budgets_and_early_stopping(model, examples):
     assert all(torch.equal(p, q) for p, q in zip(early.state.parameters(), start.parameters(), strict=True))
 
 
-def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(model, codec, tokenizer, clip_dir, examples, tmp_path):
+def test_tuned_voice_is_stored_in_upstream_format_and_changes_the_output(
+    model, codec, tokenizer, clip_dir, examples, tmp_path
+):
     store = VoiceStore(tmp_path, codec=codec, model=model, tokenizer=tokenizer)
     outcome = tune_voice(
         store, "Tuned", clip_dir, model=model, codec=codec, tokenizer=tokenizer,
@@ -313,7 +315,10 @@ def test_cli_tune_needs_the_model_files(tmp_path, clip_dir, capsys):
     cli.add_voice_parser(parser.add_subparsers(dest="command"))
     assert cli.run(parser.parse_args(["voice", "tune", "x", "--data", str(clip_dir), "--data-dir", str(tmp_path)])) == 1
     err = capsys.readouterr().err
-    assert f"needs the model files and found none in {tmp_path / 'models'} for --lina-checkpoint, --codec-checkpoint, --tokenizer" in err
+    assert (
+        f"needs the model files and found none in {tmp_path / 'models'} for --lina-checkpoint, --codec-checkpoint, --tokenizer"
+        in err
+    )
     assert not (tmp_path / "voices/x").exists()
 
 

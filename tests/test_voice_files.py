@@ -34,10 +34,7 @@ BILLION_LAUGHS = "\n".join(
     [
         "kind: state",
         'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
-        *(
-            f"{chr(ord('b') + i)}: &{chr(ord('b') + i)} [{','.join(['*' + chr(ord('a') + i)] * 9)}]"
-            for i in range(7)
-        ),
+        *(f"{chr(ord('b') + i)}: &{chr(ord('b') + i)} [{','.join(['*' + chr(ord('a') + i)] * 9)}]" for i in range(7)),
         f"description: [{','.join(['*h'] * 9)}]",
         "",
     ]
@@ -160,7 +157,9 @@ def test_hostile_voices_files_are_refused_and_the_folders_stay(tmp_path, lina_di
     state_voice(store, "good", lina_dir)
     state = lina_dir / "speaker_state.safetensors"
     attacks = {
-        BILLION_LAUGHS.replace("kind: state", f"alice:\n  state: {state}").replace("description:", "bob:"): "anchors and aliases",
+        BILLION_LAUGHS.replace("kind: state", f"alice:\n  state: {state}").replace(
+            "description:", "bob:"
+        ): "anchors and aliases",
         "voices:\n" + "".join(f"  v{i}: {{state: x}}\n" for i in range(1001)): "lists 1001 voices; the limit is 1000",
         f"alice: {{state: {state}}}\n# {'x' * (1 << 20)}\n": "larger than 1024 KiB",
         "a: " + "[" * 40 + "]" * 40: "nested more than 32 levels",
@@ -243,7 +242,10 @@ def test_a_transcript_longer_than_the_model_takes_is_refused_with_the_limit_in_w
 
 def test_without_a_tokenizer_the_bound_is_in_characters(tmp_path):
     store = VoiceStore(tmp_path)  # the CLI without model files
-    with pytest.raises(VoiceError, match=rf"1000 words \(\d+ characters\); .*at most about \d+ words \({MAX_TRANSCRIPT_CHARS} characters\)"):
+    with pytest.raises(
+        VoiceError,
+        match=rf"1000 words \(\d+ characters\); .*at most about \d+ words \({MAX_TRANSCRIPT_CHARS} characters\)",
+    ):
         store.add("wordy", audio=clip(tmp_path / "c.wav"), text=" ".join(["hello there"] * 500))
 
 
@@ -304,7 +306,16 @@ def test_servers_started_together_make_the_default_voice_once(tmp_path, lina_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", RACER, str(lina_dir), str(codec_dir), str(data), str(go), str(tmp_path / f"ready{i}")],
+            [
+                sys.executable,
+                "-c",
+                RACER,
+                str(lina_dir),
+                str(codec_dir),
+                str(data),
+                str(go),
+                str(tmp_path / f"ready{i}"),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -355,7 +366,15 @@ def test_the_store_says_what_is_wrong_and_the_cli_how_to_fix_it(tmp_path, lina_d
     assert "--" not in str(caught.value) and "already exists" in str(caught.value)
     parser = argparse.ArgumentParser()
     cli.add_voice_parser(parser.add_subparsers(dest="command"))
-    args = ["voice", "add", "Alice", "--state", str(lina_dir / "speaker_state.safetensors"), "--data-dir", str(tmp_path / "data")]
+    args = [
+        "voice",
+        "add",
+        "Alice",
+        "--state",
+        str(lina_dir / "speaker_state.safetensors"),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     assert cli.run(parser.parse_args(args)) == 1
     assert "already exists (names ignore case: 'alice'); remove it first or use --overwrite" in capsys.readouterr().err
     store.remove("alice")

@@ -51,10 +51,15 @@ async def tokens_alone(model, codec, jobs):
 
 
 async def test_the_twin_takes_over_mid_generation_without_losing_a_token(model, codec, text_ids):
-    jobs = [GenerationJob(text_ids, max_frames=30, sampling=GREEDY), GenerationJob(text_ids[:12] + [2], max_frames=24, sampling=GREEDY)]
+    jobs = [
+        GenerationJob(text_ids, max_frames=30, sampling=GREEDY),
+        GenerationJob(text_ids[:12] + [2], max_frames=24, sampling=GREEDY),
+    ]
     expected = await tokens_alone(model, codec, jobs)
     graphs = GraphConfig(batch_buckets=(2, 4), text_buckets=(32, 64), capture=False)
-    engine = Engine(model, StreamingDecoder(codec), EngineSettings(graphs=graphs, max_batch=4, decode_interval=5, pipeline_depth=3))
+    engine = Engine(
+        model, StreamingDecoder(codec), EngineSettings(graphs=graphs, max_batch=4, decode_interval=5, pipeline_depth=3)
+    )
     runner = engine.runner
     handles = [engine.submit(job) for job in jobs]
 
@@ -74,7 +79,9 @@ async def test_requests_are_served_while_the_step_compiles_then_the_compiled_ste
     """The warm-up thread compiles the step (torch.compile, CPU) while the engine thread serves
     rows; the compiled step then takes over; every row's tokens are what it gets alone."""
     graphs = GraphConfig(batch_buckets=(2, 4), text_buckets=(32, 64), capture=False, compile=True)
-    engine = Engine(model, StreamingDecoder(codec), EngineSettings(graphs=graphs, max_batch=4, decode_interval=5, pipeline_depth=3))
+    engine = Engine(
+        model, StreamingDecoder(codec), EngineSettings(graphs=graphs, max_batch=4, decode_interval=5, pipeline_depth=3)
+    )
     engine.start()
     try:
         warm = WarmUp(engine).start()

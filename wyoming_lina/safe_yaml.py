@@ -32,7 +32,9 @@ class _StrictLoader(yaml.SafeLoader):
                 None, None, "anchors and aliases (&name, *name) are not allowed here", event.start_mark
             )
         if self.depth >= MAX_DEPTH:
-            raise yaml.constructor.ConstructorError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark
+            )
         self.depth += 1
         try:
             return super().compose_node(parent, index)
@@ -46,7 +48,9 @@ class _StrictLoader(yaml.SafeLoader):
             if isinstance(key, (list, dict)):
                 raise yaml.constructor.ConstructorError(None, None, "keys must be plain values", key_node.start_mark)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep)
 

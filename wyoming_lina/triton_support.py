@@ -133,12 +133,20 @@ def decide(
     if launch_error is not None:
         # name the most likely cause first: what Triton needs beside itself
         if compiler is None:
-            return TritonStatus(False, f"Triton {version} found no C compiler ({launch_error})", advice_for("c compiler"))
+            return TritonStatus(
+                False, f"Triton {version} found no C compiler ({launch_error})", advice_for("c compiler")
+            )
         if not header_present:
-            return TritonStatus(False, f"Triton {version}: Python.h is missing ({launch_error})", advice_for("Python.h"))
-        return TritonStatus(False, f"Triton {version} could not compile or launch a kernel: {launch_error}", advice_for(launch_error))
+            return TritonStatus(
+                False, f"Triton {version}: Python.h is missing ({launch_error})", advice_for("Python.h")
+            )
+        return TritonStatus(
+            False, f"Triton {version} could not compile or launch a kernel: {launch_error}", advice_for(launch_error)
+        )
     if not result_ok:
-        return TritonStatus(False, f"Triton {version} launched a test kernel that computed a wrong result", advice_for(""))
+        return TritonStatus(
+            False, f"Triton {version} launched a test kernel that computed a wrong result", advice_for("")
+        )
     return TritonStatus(True, f"Triton {version} compiled and launched a test kernel (C compiler: {compiler})")
 
 
@@ -171,7 +179,9 @@ def probe(device: str = "cuda") -> TritonStatus:
             _add_one_kernel()[(3,)](x, 300, BLOCK=128)
             ok = bool(torch.equal(x.cpu(), torch.arange(300, dtype=torch.float32) + 1))
     except Exception as err:  # CalledProcessError, RuntimeError, AssertionError from the driver...
-        return decide(triton.__version__, compiler, header, " ".join(f"{type(err).__name__}: {err}".split())[:500], False)
+        return decide(
+            triton.__version__, compiler, header, " ".join(f"{type(err).__name__}: {err}".split())[:500], False
+        )
     return decide(triton.__version__, compiler, header, None, ok)
 
 
@@ -210,12 +220,16 @@ def compile_only_check(arch: int = 90) -> list[str]:
         fn=_add_one_kernel(), signature={"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"}, constexprs={"BLOCK": 128}
     )
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32))
-    done = [f"Triton {triton.__version__} compiled the test kernel for sm_{arch} ({len(kernel.asm['cubin'])} bytes of cubin)"]
+    done = [
+        f"Triton {triton.__version__} compiled the test kernel for sm_{arch} ({len(kernel.asm['cubin'])} bytes of cubin)"
+    ]
     module = compile_module_from_src(
         "#include <Python.h>\n"
         'static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "wyoming_lina_cc_check", NULL, -1, NULL};\n'
         "PyMODINIT_FUNC PyInit_wyoming_lina_cc_check(void) { return PyModule_Create(&def); }\n",
         "wyoming_lina_cc_check",
     )
-    done.append(f"built a C extension as Triton builds its launcher (C compiler: {find_c_compiler()}, {module.__file__})")
+    done.append(
+        f"built a C extension as Triton builds its launcher (C compiler: {find_c_compiler()}, {module.__file__})"
+    )
     return done

@@ -111,7 +111,10 @@ def full_voice(full_lina):
     cfg = full_lina.config.gla
     gen = torch.Generator().manual_seed(7)
     return InitialState(
-        [(0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, generator=gen)).cuda() for _ in range(2 * full_lina.config.n_layer)]
+        [
+            (0.02 * torch.randn(1, cfg.heads, cfg.head_k, cfg.head_v, generator=gen)).cuda()
+            for _ in range(2 * full_lina.config.n_layer)
+        ]
     )
 
 
@@ -310,7 +313,9 @@ def replayed_margin(model, job: GenerationJob, tokens: list[int], t: int) -> tup
     return float(margin[0]), float(logit_scale(logits)[0])
 
 
-def assert_same_tokens_up_to_a_near_tie(model, job, got: list[int], want: list[int], rtol: float, what: str) -> int | None:
+def assert_same_tokens_up_to_a_near_tie(
+    model, job, got: list[int], want: list[int], rtol: float, what: str
+) -> int | None:
     """``got == want``, or they agree up to a step whose eager decision is a near-tie (margin below
     ``rtol`` x the largest |logit|: float rounding of a batch of another size may flip it, and the
     sequences part there). Returns the step where they part (None if equal)."""

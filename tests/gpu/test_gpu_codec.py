@@ -58,7 +58,9 @@ def test_window_graphs_decode_what_the_eager_decode_does(which, request):
     assert graphs.run(torch.zeros(largest + 1, 300, dtype=torch.long).pin_memory()) is None  # beyond the largest bucket
 
 
-def stream_through(decoder: StreamingDecoder, utterances: list[torch.Tensor], push: int = 16) -> tuple[list[np.ndarray], int]:
+def stream_through(
+    decoder: StreamingDecoder, utterances: list[torch.Tensor], push: int = 16
+) -> tuple[list[np.ndarray], int]:
     """Stream every utterance ``push`` codes at a time through ``decoder.launch`` as the engine's
     output processor does (every stream's ready windows launched together, audio taken in launch
     order). Returns the audio per utterance and how many batched calls no captured graph fitted."""

@@ -98,10 +98,21 @@ def tiny_jobs(vec, voice) -> list[GenerationJob]:
         GenerationJob(t[0], max_frames=40, sampling=GREEDY),
         GenerationJob(t[1], max_frames=35, sampling=GREEDY, initial_state=voice),
         GenerationJob(t[2], max_frames=45, sampling=SamplingOptions(seed=1), initial_state=voice),
-        GenerationJob(t[0], max_frames=40, sampling=SamplingOptions(top_k=20, top_p=0.9, temperature=0.8, seed=2), prompt_codes=prompt),
+        GenerationJob(
+            t[0],
+            max_frames=40,
+            sampling=SamplingOptions(top_k=20, top_p=0.9, temperature=0.8, seed=2),
+            prompt_codes=prompt,
+        ),
         GenerationJob(t[2], max_frames=30, sampling=GREEDY, prompt_codes=prompt),
         GenerationJob(t[3], max_frames=50, sampling=SamplingOptions(seed=3)),
-        GenerationJob(t[1], max_frames=40, min_frames=10, sampling=SamplingOptions(temperature=1.2, seed=4), prompt_codes=prompt[:6]),
+        GenerationJob(
+            t[1],
+            max_frames=40,
+            min_frames=10,
+            sampling=SamplingOptions(temperature=1.2, seed=4),
+            prompt_codes=prompt[:6],
+        ),
         GenerationJob(t[1], max_frames=25, min_frames=20, sampling=GREEDY),
     ]
 
@@ -129,7 +140,9 @@ def test_tiny_rows_sample_the_same_tokens_alone_together_and_joining(tiny_engine
     for name, (handles, audio) in (("together", together), ("joining", joining)):
         for i, (job, handle, samples) in enumerate(zip(jobs, handles, audio)):
             check_row(handle, samples, job, f"job {i} {name}")
-            where = assert_same_tokens_up_to_a_near_tie(tiny_lina, job, handle.stats.tokens, want[i], NEAR_TIE, f"job {i} {name} vs alone")
+            where = assert_same_tokens_up_to_a_near_tie(
+                tiny_lina, job, handle.stats.tokens, want[i], NEAR_TIE, f"job {i} {name} vs alone"
+            )
             parted += [] if where is None else [(name, i, where)]
     assert len(parted) <= 4, f"rows part at near-ties in more than a quarter of the comparisons: {parted}"
     no_out_of_memory_back_off(tiny_engine)
@@ -166,7 +179,9 @@ def test_full_size_bf16_engine_gives_every_row_its_audio(full_engine, full_lina,
     prompt = torch.randint(0, full_lina.config.n_codes, (75,), generator=torch.Generator().manual_seed(12))
     ist = GenerationJob(t[0], max_frames=90, min_frames=30, sampling=SamplingOptions(seed=5), initial_state=full_voice)
     plain = GenerationJob(t[1], max_frames=60, sampling=GREEDY)
-    clip = GenerationJob(t[2], max_frames=80, min_frames=40, sampling=SamplingOptions(top_k=50, seed=6), prompt_codes=prompt)
+    clip = GenerationJob(
+        t[2], max_frames=80, min_frames=40, sampling=SamplingOptions(top_k=50, seed=6), prompt_codes=prompt
+    )
     other = GenerationJob(t[3], max_frames=70, sampling=SamplingOptions(seed=7), initial_state=full_voice)
     rounds = [[ist, plain, ist, plain], [clip, other, clip]]  # each round at most 4 rows: --max-batch 4
 
@@ -213,5 +228,7 @@ def test_served_while_the_warm_up_thread_compiles_then_the_compiled_step_takes_o
         engine.stop()
     assert warm.done.is_set() and warm.error is None, warm.error
     assert warm.stage == "compiled" and engine.runner.compiled and served >= 1
-    assert handles[0].stats.tokens == handles[1].stats.tokens == handles[2].stats.tokens  # the same job, the same tokens
+    assert (
+        handles[0].stats.tokens == handles[1].stats.tokens == handles[2].stats.tokens
+    )  # the same job, the same tokens
     assert all(len(a) == h.stats.frames * 320 for h, a in zip(handles, audio))

@@ -154,7 +154,9 @@ def test_gemv_equals_the_matrix_product(k, n, dtype):
         poison_allocations(((rows, n), dtype))
         got = gemv(x, weight, dtype)
         assert_rel(got, exact, bound, f"gemv, {rows} rows")
-        assert_rel(got, F.linear(x, weight), FP32 if dtype == torch.float32 else BF16_TWINS, f"gemv vs F.linear, {rows} rows")
+        assert_rel(
+            got, F.linear(x, weight), FP32 if dtype == torch.float32 else BF16_TWINS, f"gemv vs F.linear, {rows} rows"
+        )
 
 
 # --- the codec's depthwise conv (codec/triton_dwconv.py) ---------------------------------------------------------
@@ -185,7 +187,9 @@ def test_depthwise_conv_equals_the_cpu_twin(shape, dtype):
     got = depthwise_conv_time(x, conv.weight, conv.bias, conv.padding[0])
     assert got.dtype == dtype
     assert_rel(got, want, FP32 if dtype == torch.float32 else BF16, "Triton depthwise conv vs the CPU path")
-    assert torch.equal(backbone.depthwise_conv_over_time(x, conv), got), "the codec's CUDA path does not run the Triton kernel"
+    assert torch.equal(backbone.depthwise_conv_over_time(x, conv), got), (
+        "the codec's CUDA path does not run the Triton kernel"
+    )
 
 
 # --- the codec's GroupNorm (+ SiLU) (codec/triton_groupnorm.py) ---------------------------------------------------
@@ -216,7 +220,9 @@ def test_group_norm_equals_the_cpu_twin(shape, dtype, silu):
     got = group_norm_time(x, groups, norm.weight, norm.bias, norm.eps, silu)
     assert got.dtype == dtype
     assert_rel(got, want, FP32 if dtype == torch.float32 else BF16, "Triton GroupNorm vs the CPU path")
-    assert torch.equal(backbone.group_norm_over_time(x, norm, silu=silu), got), "the codec's CUDA path does not run the Triton kernel"
+    assert torch.equal(backbone.group_norm_over_time(x, norm, silu=silu), got), (
+        "the codec's CUDA path does not run the Triton kernel"
+    )
 
 
 @torch.inference_mode()

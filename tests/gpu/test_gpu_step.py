@@ -62,7 +62,9 @@ class Comparison:
         self.prefill = prefiller(model)
         self.graphed, self.eager = ActiveBatch(), ActiveBatch()
         self.keys: set = set()
-        self.tokens: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # graph, eager, margin, scale
+        self.tokens: list[
+            tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = []  # graph, eager, margin, scale
         self.state_errors: list[dict[str, float]] = []
 
     def join(self, jobs: list[GenerationJob]) -> None:
@@ -159,7 +161,9 @@ def test_full_size_bf16_graphed_step_stays_with_the_eager_step(full_lina, full_v
     assert comparison.step.graph_count == len(comparison.keys)
     graph, eager, _, _ = comparison.decisions()
     agreement = (graph == eager).float().mean().item()
-    assert agreement >= 0.8, f"the graphed bf16 step picks the eager step's token in only {agreement:.1%} of {len(graph)} decisions"
+    assert agreement >= 0.8, (
+        f"the graphed bf16 step picks the eager step's token in only {agreement:.1%} of {len(graph)} decisions"
+    )
     for phase, errors in enumerate(comparison.state_errors):
         worst = max(errors, key=errors.get)
         assert errors[worst] <= 5e-2, f"phase {phase}: {worst} state off by {errors[worst]:.3g}"
@@ -188,7 +192,12 @@ def test_length_rule_inside_the_captured_step_alone_and_in_a_batch(tiny_lina, ve
 
     def jobs(min_frames):
         return [
-            GenerationJob(text, max_frames=100, min_frames=min_frames, sampling=SamplingOptions(top_k=100, temperature=10.0, seed=s))
+            GenerationJob(
+                text,
+                max_frames=100,
+                min_frames=min_frames,
+                sampling=SamplingOptions(top_k=100, temperature=10.0, seed=s),
+            )
             for s in range(8)
         ]
 
@@ -203,5 +212,7 @@ def test_length_rule_inside_the_captured_step_alone_and_in_a_batch(tiny_lina, ve
     for i in (0, 5):
         (alone,) = generate(step, tiny_lina, [jobs(floor)[i]], 80, batches)
         assert EOS not in alone[:floor] and PAD not in alone and BOS not in alone
-        assert_same_tokens_up_to_a_near_tie(tiny_lina, jobs(floor)[i], alone, bounded[i], NEAR_TIE, f"row {i} alone vs in the batch")
+        assert_same_tokens_up_to_a_near_tie(
+            tiny_lina, jobs(floor)[i], alone, bounded[i], NEAR_TIE, f"row {i} alone vs in the batch"
+        )
     assert step.graph_count == 2  # the 8-row and the 2-row graph

@@ -192,7 +192,9 @@ class VocosBackbone(nn.Module):
     def cache_conv_weights(self) -> None:
         """Keep each dense conv's weight in the channels-last layout its calls use (inference;
         not in the state_dict; call again if the weights change)."""
-        for conv in [self.embed] + [m for m in self.pos_net.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1]:
+        for conv in [self.embed] + [
+            m for m in self.pos_net.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1
+        ]:
             conv.register_buffer("channels_last_weight", None, persistent=False)
             conv.channels_last_weight = conv_weight(conv)  # (converted: nothing cached yet)
 

@@ -111,7 +111,9 @@ def config_from_yaml_dict(data: object, source: str = "config") -> WavTokenizerC
     for name, section in sections.items():
         class_path = section.get("class_path", "") if isinstance(section, dict) else ""
         if not class_path.endswith(_CLASS_NAMES[name]):
-            raise CheckpointError(f"{source}: {name}.class_path is {class_path!r}; only {_CLASS_NAMES[name]} is supported")
+            raise CheckpointError(
+                f"{source}: {name}.class_path is {class_path!r}; only {_CLASS_NAMES[name]} is supported"
+            )
         args[name] = dict(section.get("init_args") or {})
     fe, bb, head = args["feature_extractor"], args["backbone"], args["head"]
     known = {

@@ -81,7 +81,9 @@ def check_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source
         raise CheckpointError(f"{source} does not match the WavTokenizer config: " + "; ".join(problems))
 
 
-def codec_from_state_dict(config: WavTokenizerConfig, sd: dict[str, torch.Tensor], source: str = "checkpoint") -> WavTokenizer:
+def codec_from_state_dict(
+    config: WavTokenizerConfig, sd: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> WavTokenizer:
     """Build on the meta device (no memory), check strictly, then adopt the tensors."""
     with torch.device("meta"):
         codec = WavTokenizer(config)

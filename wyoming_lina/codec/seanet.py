@@ -75,7 +75,11 @@ class SEANetDecoder(nn.Module):
         channels = n_filters * 2 ** len(DECODER_RATIOS)
         layers: list[nn.Module] = [SConv1d(dimension, channels, 7), SLSTM(channels)]
         for ratio in DECODER_RATIOS:
-            layers += [nn.ELU(), SConvTranspose1d(channels, channels // 2, 2 * ratio, ratio), ResidualBlock(channels // 2)]
+            layers += [
+                nn.ELU(),
+                SConvTranspose1d(channels, channels // 2, 2 * ratio, ratio),
+                ResidualBlock(channels // 2),
+            ]
             channels //= 2
         layers += [nn.ELU(), SConv1d(n_filters, 1, 7)]
         self.model = nn.Sequential(*layers)

@@ -266,5 +266,3 @@ def stream_schedule(num_codes: int, config: StreamingConfig) -> tuple[tuple[int,
 def decode_cost(num_codes: int, config: StreamingConfig) -> float:
     """Decoded frames per emitted frame (1.0 = one full decode)."""
     return sum(e - s for s, e, _, _ in stream_schedule(num_codes, config)) / max(num_codes, 1)
-
-

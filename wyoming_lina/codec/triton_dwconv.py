@@ -28,7 +28,10 @@ def _dwconv_kernel(
     rc = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = rc < C
     base = x_ptr + b * T * C
-    acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + rc, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    acc = (
+        tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
+        + tl.load(b_ptr + rc, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    )
     for j in tl.static_range(K):
         t = rt + (j - PAD)
         ok = (t >= 0) & (t < T)

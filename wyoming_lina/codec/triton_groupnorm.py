@@ -71,7 +71,9 @@ def _apply_kernel(
     tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def group_norm_time(x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool) -> torch.Tensor:
+def group_norm_time(
+    x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float, silu: bool
+) -> torch.Tensor:
     """x [B, T, C] -> GroupNorm over (T, C/groups) per group, affine, then SiLU if ``silu``."""
     B, T, C = x.shape
     group = C // groups

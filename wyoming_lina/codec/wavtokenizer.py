@@ -46,7 +46,9 @@ class WavTokenizer(nn.Module):
         super().__init__()
         cfg = self.config = config or WavTokenizerConfig()
         self.feature_extractor = _FeatureExtractor(cfg)
-        self.backbone = VocosBackbone(cfg.dimension, cfg.dim, cfg.intermediate_dim, cfg.num_layers, cfg.adanorm_num_embeddings)
+        self.backbone = VocosBackbone(
+            cfg.dimension, cfg.dim, cfg.intermediate_dim, cfg.num_layers, cfg.adanorm_num_embeddings
+        )
         self.head = ISTFTHead(cfg.dim, cfg.n_fft, cfg.hop_length)
 
     # ---- sizes -------------------------------------------------------------------------
@@ -106,9 +108,13 @@ class WavTokenizer(nn.Module):
     # ---- decode ------------------------------------------------------------------------
     def _check_codes(self, codes: torch.Tensor, bandwidth_id: int) -> None:
         if codes.dim() != 2 or codes.shape[1] == 0 or codes.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"expected integer codes of shape (B, T) with T > 0, got {codes.dtype} {tuple(codes.shape)}")
+            raise ValueError(
+                f"expected integer codes of shape (B, T) with T > 0, got {codes.dtype} {tuple(codes.shape)}"
+            )
         if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+            raise ValueError(
+                f"codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
+            )
         if not 0 <= int(bandwidth_id) < self.config.adanorm_num_embeddings:
             raise ValueError(f"bandwidth_id must be in [0, {self.config.adanorm_num_embeddings}), got {bandwidth_id}")
 

@@ -131,7 +131,11 @@ def measure(model, step, codec, steps: int = 24) -> CpuSpeed:
 def describe(speed: CpuSpeed, config: StreamingConfig, keeps_up: bool) -> str:
     """The start-up line: how fast, faster or slower than real time, and the windows chosen."""
     first, rtf, _ = simulate(config, SENTENCE_FRAMES, speed, speed.text_ms)
-    verdict = f"faster than real time ({1 / rtf:.2f}x)" if rtf < 1 else f"SLOWER than real time ({rtf:.2f}x the audio's length)"
+    verdict = (
+        f"faster than real time ({1 / rtf:.2f}x)"
+        if rtf < 1
+        else f"SLOWER than real time ({rtf:.2f}x the audio's length)"
+    )
     pauses = "" if keeps_up else "; long sentences will pause while they are generated"
     return (
         f"CPU speed ({speed.threads} threads): a step takes {speed.step_ms:.1f} ms (a frame is {FRAME_MS:.1f} ms of speech), "

@@ -106,7 +106,12 @@ class StreamingDecoder:
             finals = capped_buckets(FINAL_BATCH_BUCKETS, rows)
             sizes, final = list(self.config.grid_sizes()), self.config.final_sizes()
             self.graphs = CodecGraphs(
-                self.codec, self.cuda_stream, sizes, batch_buckets=buckets, final_sizes=final, final_batch_buckets=finals
+                self.codec,
+                self.cuda_stream,
+                sizes,
+                batch_buckets=buckets,
+                final_sizes=final,
+                final_batch_buckets=finals,
             )
         return [key for key in self.graphs.keys() if key not in self.graphs]
 
@@ -192,11 +197,22 @@ class StreamingDecoder:
                     event = torch.cuda.Event()
                     event.record(self.cuda_stream)
                     parts.append(
-                        LaunchedDecode([windows[i] for i in part], [audio[i] for i in part], event, [codes, host], self.staging, regions)
+                        LaunchedDecode(
+                            [windows[i] for i in part],
+                            [audio[i] for i in part],
+                            event,
+                            [codes, host],
+                            self.staging,
+                            regions,
+                        )
                     )
         if len({id(row) for row, _, _ in windows}) < len(windows):  # a row's windows must be taken in order
             keep = [t for p in parts for t in p.keep_alive]
-            return [LaunchedDecode(windows, audio, parts[-1].event, keep, self.staging, [r for p in parts for r in p.regions])]
+            return [
+                LaunchedDecode(
+                    windows, audio, parts[-1].event, keep, self.staging, [r for p in parts for r in p.regions]
+                )
+            ]
         return parts
 
     def _pinned(self, shape: tuple[int, ...], dtype: torch.dtype, regions: list) -> torch.Tensor:

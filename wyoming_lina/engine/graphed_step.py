@@ -79,7 +79,9 @@ class GraphedStep:
         if self._buffers is None:
             b = other._buffers
             self._buffers = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in b.items() if k != "state"}
-            self._buffers["state"] = [GLAState(*(None if t is None else t.clone() for t in layer)) for layer in b["state"]]
+            self._buffers["state"] = [
+                GLAState(*(None if t is None else t.clone() for t in layer)) for layer in b["state"]
+            ]
 
     @property
     def allocated(self) -> bool:
@@ -252,7 +254,9 @@ class GraphedStep:
         """Capture graphs ahead of traffic (needs buffers: call after the first bind)."""
         cfg = self.config
         for B in batch_sizes:
-            self.capture((bucket(B, cfg.batch_buckets), bucket(text_len, cfg.text_buckets), bucket(top_k, cfg.top_k_buckets)))
+            self.capture(
+                (bucket(B, cfg.batch_buckets), bucket(text_len, cfg.text_buckets), bucket(top_k, cfg.top_k_buckets))
+            )
 
     @torch.inference_mode()
     def __call__(self, batch: ActiveBatch) -> torch.Tensor:

@@ -62,7 +62,9 @@ class OutputProcessor:
         self.decode_interval = decode_interval
         self.limit_step = 0  # the step at which every admitted row has met its frame limit
         self._log: list[StepTokens] = []  # steps not yet handed to their rows
-        self._milestones: dict[int, list[Row]] = collections.defaultdict(list)  # step -> rows at their first window or limit
+        self._milestones: dict[int, list[Row]] = collections.defaultdict(
+            list
+        )  # step -> rows at their first window or limit
         self._pending: collections.deque[_Audio | _Ending] = collections.deque()  # in launch order
 
     @property

@@ -119,7 +119,9 @@ class Prefiller:
             next_tokens = to_device(last, dev) + N_SPECIAL_AUDIO
         seeds = [j.sampling.seed if j.sampling.seed is not None else random.getrandbits(62) for j in jobs]
         ints = to_device([[j.sampling.top_k for j in jobs], seeds, [j.min_frames for j in jobs]], dev, torch.long)
-        floats = to_device([[j.sampling.top_p for j in jobs], [j.sampling.temperature for j in jobs]], dev, torch.float32)
+        floats = to_device(
+            [[j.sampling.top_p for j in jobs], [j.sampling.temperature for j in jobs]], dev, torch.float32
+        )
         batch = ActiveBatch(
             ctx=ctx,
             state=state,

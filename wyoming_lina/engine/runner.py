@@ -106,7 +106,14 @@ class PlainRunner(Runner):
         rows = batch.rows
         logits, batch.state = self.step(batch.ctx, batch.next_tokens, batch.state)
         tokens = sample_tokens(
-            logits, batch.top_k, batch.top_p, batch.temperature, batch.seeds, batch.counters, batch.max_k, batch.min_frames
+            logits,
+            batch.top_k,
+            batch.top_p,
+            batch.temperature,
+            batch.seeds,
+            batch.counters,
+            batch.max_k,
+            batch.min_frames,
         )
         batch.next_tokens = tokens
         batch.counters = batch.counters + 1
@@ -139,7 +146,8 @@ class GraphedRunner(Runner):
         self._twin: GraphedStep | None = None  # the compiled step while it is being prepared
         pin = model.device.type == "cuda"
         self._host_tokens = [
-            torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin) for _ in range(settings.pipeline_depth + 1)
+            torch.zeros(self.graphed.capacity, dtype=torch.long, pin_memory=pin)
+            for _ in range(settings.pipeline_depth + 1)
         ]
         self._in_flight: collections.deque[_LaunchedStep] = collections.deque()
 

@@ -26,7 +26,9 @@ class Scheduler:
     def __init__(self, settings: EngineSettings):
         self.settings = settings
         self.max_batch = settings.max_batch  # lowered for a while after the GPU ran out of memory
-        self._queues: collections.OrderedDict[object, collections.deque[Row]] = collections.OrderedDict()  # next turn first
+        self._queues: collections.OrderedDict[object, collections.deque[Row]] = (
+            collections.OrderedDict()
+        )  # next turn first
         self._waiting = 0
         self._wakeup = threading.Condition()
         self._stopping = False

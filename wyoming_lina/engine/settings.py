@@ -46,11 +46,17 @@ class EngineSettings:
             "rows_per_queued_step",
             "oom_recovery_iterations",
         )
-        problems = [f"{name} must be a positive integer, got {getattr(self, name)!r}" for name in positive if not _positive(getattr(self, name))]
+        problems = [
+            f"{name} must be a positive integer, got {getattr(self, name)!r}"
+            for name in positive
+            if not _positive(getattr(self, name))
+        ]
         if self.cpu_quant not in CPU_QUANT:
             problems.append(f"cpu_quant must be one of {', '.join(CPU_QUANT)}, got {self.cpu_quant!r}")
         if self.graphs is not None and self.max_batch > self.graphs.batch_buckets[-1]:
-            problems.append(f"max_batch {self.max_batch} exceeds the largest graph bucket {self.graphs.batch_buckets[-1]}")
+            problems.append(
+                f"max_batch {self.max_batch} exceeds the largest graph bucket {self.graphs.batch_buckets[-1]}"
+            )
         if problems:
             raise ValueError("engine settings: " + "; ".join(problems))
 

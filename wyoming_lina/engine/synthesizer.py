@@ -99,7 +99,9 @@ class Synthesizer:
         finally:
             stream.cancel()
 
-    def jobs_for(self, sentence: str, voice: Voice, sampling: SamplingOptions, owner: object = None) -> list[GenerationJob]:
+    def jobs_for(
+        self, sentence: str, voice: Voice, sampling: SamplingOptions, owner: object = None
+    ) -> list[GenerationJob]:
         """Normalise one sentence into speakable pieces, one job each ([] if nothing is left)."""
         pieces = prepare_sentence(sentence, self.tokenizer, self.settings.max_sentence_chars)
         return [self.job_for(p, voice, sampling, owner) for p in pieces if p.strip(" .,;:!?-'\"")]
@@ -108,7 +110,9 @@ class Synthesizer:
         """Tokenise one normalised piece (with the voice's prompt transcript in front) and bound
         its length by its characters and the voice's speaking rate."""
         prompt_text, rate = self._prompt_text_and_rate(voice)  # (normalised: only sayable characters)
-        ids = self.tokenizer.encode(f"{prompt_text} {spoken}" if prompt_text else spoken)  # an error names what the piece cannot say
+        ids = self.tokenizer.encode(
+            f"{prompt_text} {spoken}" if prompt_text else spoken
+        )  # an error names what the piece cannot say
         bounds = frame_bounds(spoken_chars(spoken), rate, self.settings.max_frames)
         return GenerationJob(
             text_ids=ids,
@@ -129,7 +133,9 @@ class Synthesizer:
     def retry_job(job: GenerationJob) -> GenerationJob:
         """The same utterance once more, with the next seed."""
         seed = job.sampling.seed
-        return dataclasses.replace(job, sampling=dataclasses.replace(job.sampling, seed=None if seed is None else seed + 1))
+        return dataclasses.replace(
+            job, sampling=dataclasses.replace(job.sampling, seed=None if seed is None else seed + 1)
+        )
 
     def _prompt_text_and_rate(self, voice: Voice) -> tuple[str, float | None]:
         """(normalised prompt transcript or "", frames per character or None for the default).

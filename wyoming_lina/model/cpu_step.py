@@ -119,7 +119,9 @@ class _QuantizedGLABlock:
         w_in, b_in = cmix.p_in.weight.float(), cmix.p_in.bias.float()
         halves = [F.pad(w_in[i * hidden : (i + 1) * hidden], (0, 0, 0, padded - hidden)) for i in range(2)]
         self.mlp_in = QuantizedMatrix(torch.cat(halves))
-        self.mlp_in_bias = torch.cat([F.pad(b_in[i * hidden : (i + 1) * hidden], (0, padded - hidden)) for i in range(2)])
+        self.mlp_in_bias = torch.cat(
+            [F.pad(b_in[i * hidden : (i + 1) * hidden], (0, padded - hidden)) for i in range(2)]
+        )
         self.mlp_out = QuantizedMatrix(F.pad(cmix.p_out.weight.float(), (0, padded - hidden)))
         self.mlp_out_bias = cmix.p_out.bias.float()
         self.hidden = padded

@@ -105,7 +105,9 @@ class LinaModel(nn.Module):
         copies (not in the state_dict); call again if the weights change."""
         with torch.no_grad():
             head = self.logits_head.weight[0]
-            self.padded_head = torch.cat([head, head.new_zeros(aligned_width(head.shape[0]) - head.shape[0], head.shape[1])])
+            self.padded_head = torch.cat(
+                [head, head.new_zeros(aligned_width(head.shape[0]) - head.shape[0], head.shape[1])]
+            )
         cuda_triton = fused_kernels_apply(self.device.type)
         small_batch_gemv = cuda_triton if small_batch_gemv is None else small_batch_gemv
         fused_step = cuda_triton if fused_step is None else fused_step

@@ -58,7 +58,9 @@ def initial_lina_state(cfg: LinaConfig, batch: int, initial: InitialState | None
         if len(initial.S) != 2 * cfg.n_layer:
             raise VoiceError(f"initial state has {len(initial.S)} layers, the model {2 * cfg.n_layer}")
         for i, s0 in enumerate(initial.S):
-            layers[i] = layers[i]._replace(S=s0.to(device=layers[i].S.device, dtype=torch.float32).expand(batch, -1, -1, -1))
+            layers[i] = layers[i]._replace(
+                S=s0.to(device=layers[i].S.device, dtype=torch.float32).expand(batch, -1, -1, -1)
+            )
     return LinaState(layers)
 
 

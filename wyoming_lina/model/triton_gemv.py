@@ -68,7 +68,9 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, out_dtype: torch.dtype) -> torch
     M, K = x.shape
     N = weight.shape[0]
     if M > MAX_ROWS or weight.shape[1] != K or x.stride(1) != 1 or weight.stride(1) != 1:
-        raise ValueError(f"gemv: x {tuple(x.shape)} and weight {tuple(weight.shape)} need M <= {MAX_ROWS}, unit K stride")
+        raise ValueError(
+            f"gemv: x {tuple(x.shape)} and weight {tuple(weight.shape)} need M <= {MAX_ROWS}, unit K stride"
+        )
     out = torch.empty(M, N, dtype=out_dtype, device=x.device)
     if M > 0:
         launch(x, weight, out, tiles(M))

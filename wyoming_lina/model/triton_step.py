@@ -78,7 +78,9 @@ def _check_layout(name: str, t: torch.Tensor, inner: tuple[int, ...]) -> None:
         expected.insert(0, size)
         size *= dim
     if t.dtype != torch.float32 or tuple(t.shape[1:]) != inner or list(t.stride()[1:]) != expected:
-        raise ValueError(f"gla_decode_step: {name} must be float32 {inner} dense per row, got {t.dtype} {tuple(t.shape)} {t.stride()}")
+        raise ValueError(
+            f"gla_decode_step: {name} must be float32 {inner} dense per row, got {t.dtype} {tuple(t.shape)} {t.stride()}"
+        )
 
 
 def num_warps(dk: int, dv: int) -> int:
@@ -113,7 +115,9 @@ def gla_decode_step(
     for name, t, c in (("conv_q", conv_q, key), ("conv_k", conv_k, key), ("conv_v", conv_v, val)):
         _check_layout(name, t, (c, KC))
     if proj.shape != (B, 3 * key + 2 * val) or proj.stride(1) != 1:
-        raise ValueError(f"gla_decode_step: proj must be [B, {3 * key + 2 * val}] with unit stride, got {tuple(proj.shape)}")
+        raise ValueError(
+            f"gla_decode_step: proj must be [B, {3 * key + 2 * val}] with unit stride, got {tuple(proj.shape)}"
+        )
     out = torch.empty(B, val, dtype=out_dtype, device=proj.device)
     if B == 0:
         return out
@@ -132,6 +136,19 @@ def gla_decode_step(
 
 
 @gla_decode_step.register_fake
-def _(proj, conv_q, conv_k, conv_v, conv_q_weight, conv_k_weight, conv_v_weight, state, gate_bias, norm_weight, scale, eps, out_dtype):
+def _(
+    proj,
+    conv_q,
+    conv_k,
+    conv_v,
+    conv_q_weight,
+    conv_k_weight,
+    conv_v_weight,
+    state,
+    gate_bias,
+    norm_weight,
+    scale,
+    eps,
+    out_dtype,
+):
     return proj.new_empty(state.shape[0], state.shape[1] * state.shape[3], dtype=out_dtype)
-

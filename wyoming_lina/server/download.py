@@ -338,7 +338,9 @@ class ModelDownloader:
     def _missing_message(self, problems: list[str]) -> str:
         lines = ["Model files are missing and could not be fetched:", *(f"  - {p}" for p in problems)]
         if self.offline:
-            lines.append("HF_HUB_OFFLINE is set: unset it where the network can be reached and run `wyoming-lina download`,")
+            lines.append(
+                "HF_HUB_OFFLINE is set: unset it where the network can be reached and run `wyoming-lina download`,"
+            )
         elif self.unreachable:
             servers = "; ".join(f"{server}: {reason}" for server, reason in self.unreachable.items())
             lines.append(f"No network ({servers}): connect this machine (behind a proxy: set HTTPS_PROXY)")
@@ -380,9 +382,7 @@ def resolve_model_files(
             raise ModelFilesMissingError(f"{label} {path}: no such file")
     downloader = downloader or ModelDownloader(data_dir)
     need = tuple(
-        name
-        for name, given in (("lina", lina), ("codec", codec_checkpoint), ("tokenizer", tokenizer))
-        if given is None
+        name for name, given in (("lina", lina), ("codec", codec_checkpoint), ("tokenizer", tokenizer)) if given is None
     )
     downloader.ensure(need)
     return ModelFiles(

@@ -73,7 +73,9 @@ async def read_event(reader: asyncio.StreamReader, first: bytes = b"") -> Event 
     return Event(type=header["type"], data=data, payload=payload)
 
 
-async def next_event(reader: asyncio.StreamReader, silence_limit, frame_timeout: float, poll: float = 1.0) -> Event | None:
+async def next_event(
+    reader: asyncio.StreamReader, silence_limit, frame_timeout: float, poll: float = 1.0
+) -> Event | None:
     """The next frame, or None at the end of the stream.
 
     ``silence_limit()`` says how long the client may stay silent right now (None: no limit, e.g.

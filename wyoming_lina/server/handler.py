@@ -436,7 +436,12 @@ class LinaEventHandler(AsyncEventHandler):
         kind = "stream" if request.streaming else "synthesize"
         if request.error is not None:
             _LOGGER.warning(
-                "%s failed (voice %s, %d chars): %s [%s]", kind, request.voice, request.chars, request.error, request.error.code
+                "%s failed (voice %s, %d chars): %s [%s]",
+                kind,
+                request.voice,
+                request.chars,
+                request.error,
+                request.error.code,
             )
             return
         audio = request.samples / self.synth.sample_rate

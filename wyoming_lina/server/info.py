@@ -23,7 +23,9 @@ FALLBACK_LANGUAGES = ("en",)  # the published model speaks English
 class InfoBuilder:
     """Builds ``Info`` from the current voice list (``list_voices`` rescans the store)."""
 
-    def __init__(self, list_voices: Callable[[], Iterable[VoiceInfo]], *, streaming: bool = True, version: str = __version__):
+    def __init__(
+        self, list_voices: Callable[[], Iterable[VoiceInfo]], *, streaming: bool = True, version: str = __version__
+    ):
         self.list_voices = list_voices
         self.streaming = streaming
         self.version = version

@@ -57,9 +57,15 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("lina_requests", "speech requests finished", ["door"], registry=r)
-        self.errors = Counter("lina_request_errors", "speech requests that failed, by error code", ["door", "code"], registry=r)
+        self.errors = Counter(
+            "lina_request_errors", "speech requests that failed, by error code", ["door", "code"], registry=r
+        )
         self.first_audio = Histogram(
-            "lina_time_to_first_audio_seconds", "from request to its first audio", ["door"], buckets=FIRST_AUDIO_BUCKETS, registry=r
+            "lina_time_to_first_audio_seconds",
+            "from request to its first audio",
+            ["door"],
+            buckets=FIRST_AUDIO_BUCKETS,
+            registry=r,
         )
         self.rtf = Histogram(
             "lina_real_time_factor", "seconds taken per second of audio", ["door"], buckets=RTF_BUCKETS, registry=r

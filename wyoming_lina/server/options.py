@@ -99,9 +99,14 @@ class CommandLine:
 
 # --- option groups shared by subcommands ----------------------------------------------------
 def _common(parser: Options) -> None:
-    parser.add_argument("--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)")
     parser.add_argument(
-        "--data-dir", type=_path, default=default_data_dir(), help=f"models and voices live here (default: %(default)s; ${DATA_DIR_ENV} sets it)"
+        "--config", type=_path, help=f"YAML file with option values (default: {DEFAULT_CONFIG} if present)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=_path,
+        default=default_data_dir(),
+        help=f"models and voices live here (default: %(default)s; ${DATA_DIR_ENV} sets it)",
     )
     parser.add_argument("--debug", action="store_true", help="log DEBUG messages")
     parser.add_argument("--log-format", default=LOG_FORMAT, help="Python logging format")
@@ -111,9 +116,14 @@ def _model(parser: Options) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     group.add_argument(
-        "--dtype", default="auto", choices=("auto", "float32", "bfloat16"), help="auto: bfloat16 on CUDA, float32 on CPU"
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="auto: bfloat16 on CUDA, float32 on CPU",
     )
-    group.add_argument("--lina-checkpoint", type=_path, help="local Lina weights (.safetensors or .ckpt) instead of the data dir")
+    group.add_argument(
+        "--lina-checkpoint", type=_path, help="local Lina weights (.safetensors or .ckpt) instead of the data dir"
+    )
     group.add_argument("--codec-checkpoint", type=_path, help="local WavTokenizer weights (.safetensors or .ckpt)")
     group.add_argument("--codec-config", type=_path, help="the WavTokenizer YAML config for --codec-checkpoint")
     group.add_argument("--tokenizer", type=_path, help="local bpe256.json")
@@ -259,7 +269,9 @@ def build_command_line(with_voice: bool = True) -> CommandLine:
 
     download = line.command(commands, "download", help="download and convert the model files into the data dir")
     _common(download)
-    download.add_argument("--keep-downloads", action="store_true", help="keep the original checkpoints after converting")
+    download.add_argument(
+        "--keep-downloads", action="store_true", help="keep the original checkpoints after converting"
+    )
 
     speak = line.command(commands, "speak", help="say a text into a WAV file")
     speak.add_argument("text", help="what to say")
@@ -281,7 +293,9 @@ def build_command_line(with_voice: bool = True) -> CommandLine:
     def with_config(command: argparse.ArgumentParser) -> None:
         # --config before or after the sub-command (`voice --config X list` = `voice list --config X`),
         # as the model-file options (SUPPRESS: a sub-command never resets what was given before it)
-        Options(command, voice_options).add_argument("--config", type=_path, default=argparse.SUPPRESS, help=config_help)
+        Options(command, voice_options).add_argument(
+            "--config", type=_path, default=argparse.SUPPRESS, help=config_help
+        )
 
     voice = line.commands["voice"] = add_voice_parser(commands, each_command=with_config)
     voice.set_defaults(data_dir=default_data_dir(), debug=False, log_format=LOG_FORMAT, config=None)

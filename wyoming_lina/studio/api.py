@@ -154,7 +154,9 @@ async def remove_voice(request: web.Request) -> web.Response:
         raise ApiError(404, "unknown-voice", f"There is no voice called {name}.")
     if name_key(await asyncio.to_thread(ctx.voices.default_name, infos)) == name_key(name):
         raise ApiError(
-            409, "default-voice", f"The voice {name} is the default voice. Make another voice the default before removing it."
+            409,
+            "default-voice",
+            f"The voice {name} is the default voice. Make another voice the default before removing it.",
         )
     info = await asyncio.to_thread(ctx.store.remove, name)
     chosen = ctx.voices.preferences.default_voice()
@@ -290,4 +292,3 @@ async def _json(request: web.Request) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "bad-request", "The request body must be a JSON object.")
     return body
-

@@ -88,7 +88,9 @@ async def index(request: web.Request) -> web.Response:
     if base:
         html = html.replace("<head>", f'<head>\n<base href="{base}">', 1)
     html = html.replace("{{version}}", __version__)
-    return web.Response(text=html, content_type="text/html", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})
+    return web.Response(
+        text=html, content_type="text/html", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+    )
 
 
 async def static(request: web.Request) -> web.Response:

@@ -231,7 +231,11 @@ class TuningJobs:
                 command += ["--asr-uri", self.command.asr_uri]
         command += ["--data-dir", str(self.command.data_dir), *self.command.model_args]
         command += ["--progress-file", str(folder / PROGRESS_FILE), "--no-progress"]
-        for key, option in (("max_steps", "--max-steps"), ("max_minutes", "--max-minutes"), ("eval_every", "--eval-every")):
+        for key, option in (
+            ("max_steps", "--max-steps"),
+            ("max_minutes", "--max-minutes"),
+            ("eval_every", "--eval-every"),
+        ):
             if settings.get(key) is not None:
                 command += [option, str(settings[key])]
         if settings.get("language"):
@@ -244,7 +248,9 @@ class TuningJobs:
             command.append("--overwrite")
         return command
 
-    async def _end(self, job: dict, state: str, message: str, *, error: str | None = None, discard: bool = True) -> None:
+    async def _end(
+        self, job: dict, state: str, message: str, *, error: str | None = None, discard: bool = True
+    ) -> None:
         if discard:
             await asyncio.to_thread(discard_tuning, self.store, job["voice"], remove_voice=not job["voice_existed"])
         shutil.rmtree(self.root / job["id"] / "inputs", ignore_errors=True)

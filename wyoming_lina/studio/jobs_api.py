@@ -81,10 +81,14 @@ async def start_tuning(request: web.Request) -> web.Response:
             except LinaError:
                 entry = None
             if entry is not None and entry.folder is None:
-                raise ApiError(409, "voice-exists", f"The voice {entry.name} is defined in a voices file; choose another name.")
+                raise ApiError(
+                    409, "voice-exists", f"The voice {entry.name} is defined in a voices file; choose another name."
+                )
             if _existing_state(ctx.store, name) and not overwrite:
                 raise ApiError(
-                    409, "voice-exists", f"The voice {name} is already a tuned voice. Ask to replace it (overwrite) or choose another name."
+                    409,
+                    "voice-exists",
+                    f"The voice {name} is already a tuned voice. Ask to replace it (overwrite) or choose another name.",
                 )
             return existing_voice(ctx.store, name)
 

@@ -50,7 +50,12 @@ def _mib(size: int) -> str:
 
 
 async def receive(
-    request: web.Request, uploads_dir: Path, *, max_file_bytes: int, max_files: int = 1, max_total_bytes: int | None = None
+    request: web.Request,
+    uploads_dir: Path,
+    *,
+    max_file_bytes: int,
+    max_files: int = 1,
+    max_total_bytes: int | None = None,
 ) -> Upload:
     """Read a multipart/form-data body into an Upload (its folder is removed by ``discard``)."""
     total_limit = max_total_bytes or max_file_bytes * max_files

@@ -79,7 +79,9 @@ def unicode_forms(text: str) -> str:
 _URL_RE = re.compile(r"\b(?:https?://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)]", re.IGNORECASE)
 # (?<!...) makes each pattern start only at a token start, keeping long junk linear.
 _EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-_DOMAIN_RE = re.compile(r"(?<![\w.@-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|de|uk|eu|info|app)\b", re.IGNORECASE)
+_DOMAIN_RE = re.compile(
+    r"(?<![\w.@-])[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|de|uk|eu|info|app)\b", re.IGNORECASE
+)
 
 
 def _speak_dots(address: str) -> str:

@@ -203,7 +203,9 @@ class VoiceCatalog:
         for key, entry in self._scan_file().items():
             if key in entries:
                 self.problems.report(
-                    Topic.CLASH, key, f"voice {entry.name!r} from {entry.defined_in} hides the voice folder {entries[key].folder}"
+                    Topic.CLASH,
+                    key,
+                    f"voice {entry.name!r} from {entry.defined_in} hides the voice folder {entries[key].folder}",
                 )
             entries[key] = entry
         for key in (set(self._loaded) | set(self._failed)) - set(entries):

@@ -24,7 +24,9 @@ from .files import (
 )
 
 
-def write_prompt(folder: Path, name: str, audio: str | Path, text: str, encoder: PromptEncoder) -> tuple[list[str], str]:
+def write_prompt(
+    folder: Path, name: str, audio: str | Path, text: str, encoder: PromptEncoder
+) -> tuple[list[str], str]:
     """The clip (checked, trimmed, 24 kHz), its transcript and, with a codec, its codes:
     (warnings for what merely works badly, the source line for voice.yaml)."""
     clip = prepare_clip(audio, PROMPT_LIMITS)

@@ -78,6 +78,7 @@ def prepare_pieces(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = PiecesReport(recordings=len(recordings))
     for number, path in enumerate(recordings):
+
         def progress(fraction: float, message: str, number=number) -> None:
             if on_progress is not None:
                 on_progress("transcribing", (number + fraction) / len(recordings), message)

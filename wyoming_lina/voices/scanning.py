@@ -262,7 +262,9 @@ def check_entry(entry: VoiceEntry, ctx: ScanContext, audio_required: bool, where
             raise VoiceError(f"{where}: the state file {entry.state} is missing")
         size = entry.state.stat().st_size
         if size > MAX_STATE_BYTES:
-            raise VoiceError(f"{where}: the state file {entry.state} is {size >> 20} MiB; a speaker state is far smaller")
+            raise VoiceError(
+                f"{where}: the state file {entry.state} is {size >> 20} MiB; a speaker state is far smaller"
+            )
         tensors, _ = load_tensors(entry.state)
         inspect_state_tensors(tensors, str(entry.state), ctx.model_config)
 

@@ -111,9 +111,7 @@ def _cut_long(region: tuple[int, int], probs: np.ndarray, limit: int) -> list[tu
     return _cut_long((start, cut), probs, limit) + _cut_long((cut + 1, end), probs, limit)
 
 
-def group_utterances(
-    probs: np.ndarray, duration: float, settings: SplitSettings = SplitSettings()
-) -> list[Span]:
+def group_utterances(probs: np.ndarray, duration: float, settings: SplitSettings = SplitSettings()) -> list[Span]:
     """Utterances (seconds, padded) from the detector's probabilities."""
     hop = VAD_WINDOW / VAD_RATE
     limit = max(1, int(settings.max_seconds / hop))

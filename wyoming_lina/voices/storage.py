@@ -75,7 +75,9 @@ class VoiceFolders:
             if trash is not None:
                 os.rename(trash, replacing)
             if err.errno in (errno.EEXIST, errno.ENOTEMPTY) and target.exists():
-                raise VoiceExistsError(f"voice {name!r} already exists (made meanwhile by another writer)", name) from err
+                raise VoiceExistsError(
+                    f"voice {name!r} already exists (made meanwhile by another writer)", name
+                ) from err
             raise VoiceError(f"cannot create voice {name!r}: {err}") from err
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
@@ -109,7 +111,12 @@ class VoiceFolders:
                     removed.append(child.name)
             elif child.is_dir(follow_symlinks=False):
                 for item in _entries(Path(child.path)):
-                    if item.name.startswith(".") and item.name.endswith(".tmp") and item.is_file(follow_symlinks=False) and old(item):
+                    if (
+                        item.name.startswith(".")
+                        and item.name.endswith(".tmp")
+                        and item.is_file(follow_symlinks=False)
+                        and old(item)
+                    ):
                         with contextlib.suppress(OSError):
                             os.unlink(item.path)
                             removed.append(f"{child.name}/{item.name}")

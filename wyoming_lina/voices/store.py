@@ -109,7 +109,9 @@ class VoiceStore:
         a new catalog checks and loads every voice with them."""
         self._encoder = PromptEncoder(codec, model)
         ctx = ScanContext(self.voices_dir, self.default_languages, model.config if model is not None else None)
-        self._catalog = VoiceCatalog(ctx, self.config_path, self._encoder, tokenizer=tokenizer, log_problems=self._log_problems)
+        self._catalog = VoiceCatalog(
+            ctx, self.config_path, self._encoder, tokenizer=tokenizer, log_problems=self._log_problems
+        )
 
     # --- reading ---------------------------------------------------------------------------
     def list(self) -> list[VoiceInfo]:

@@ -40,7 +40,9 @@ _MODEL_OPTIONS = (
 _ASR_HELP = "Wyoming speech-to-text server (tcp://HOST:PORT) that transcribes clips and recordings"
 
 
-def add_voice_parser(subparsers, each_command: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+def add_voice_parser(
+    subparsers, each_command: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.ArgumentParser:
     """Add the ``voice`` command (with its sub-commands) to a main parser's subparsers;
     ``each_command(parser)`` is called for it and each sub-command (options they all take)."""
     parser = subparsers.add_parser(

@@ -59,7 +59,9 @@ def add(args, make_transcriber: MakeTranscriber | None = None) -> int:
         from ..names import validate_name
 
         validate_name(args.name)  # before asking the speech-to-text server
-        text = _transcribe_clip(args.audio, transcriber(args, make_transcriber, "the clip needs its transcript (--text)"))
+        text = _transcribe_clip(
+            args.audio, transcriber(args, make_transcriber, "the clip needs its transcript (--text)")
+        )
     store = open_store(
         args,
         codec=load_codec(args) if args.audio else None,

@@ -46,7 +46,9 @@ def tune(args, make_transcriber: MakeTranscriber | None = None) -> int:
         return _run_tuning(args, make_transcriber, progress)
     except KeyboardInterrupt:
         progress.finish("interrupted", "interrupted before tuning began", resumable=False)
-        print(f"interrupted: run the same command again to continue ({args.name!r} keeps what was done)", file=sys.stderr)
+        print(
+            f"interrupted: run the same command again to continue ({args.name!r} keeps what was done)", file=sys.stderr
+        )
         return 130
     except Exception as err:
         progress.finish("failed", "tuning failed", error=str(err))
