@@ -44,7 +44,10 @@ def test_a_machine_slower_than_real_time_gets_the_lowest_real_time_factor_and_sa
     assert "faster than real time" in describe(speed(5.0), *choose_streaming(speed(5.0)))
 
 
-@pytest.mark.parametrize("argv, message", [(["serve", "--threads", "0"], "between 1 and"), (["serve", "--cpu-quant", "int4"], "invalid choice")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["serve", "--threads", "0"], "between 1 and"), (["serve", "--cpu-quant", "int4"], "invalid choice")],
+)
 def test_cpu_options_are_checked(argv, message, capsys):
     with pytest.raises(SystemExit):
         parse_args(argv)
@@ -60,7 +63,9 @@ async def test_the_quantized_step_serves_rows_within_their_bounds(model, codec, 
     ids = load_file(str(lina_dir / "vectors.safetensors"))["text_ids"][0].tolist()
     engine = Engine(model, StreamingDecoder(codec), EngineSettings(cpu_quant="q8"))
     assert engine.runner.quantized is not None
-    jobs = [GenerationJob(ids, max_frames=40, min_frames=15, sampling=SamplingOptions(top_k=20, seed=s)) for s in range(4)]
+    jobs = [
+        GenerationJob(ids, max_frames=40, min_frames=15, sampling=SamplingOptions(top_k=20, seed=s)) for s in range(4)
+    ]
     handles = [engine.submit(job) for job in jobs]
 
     async def drain(handle):
@@ -83,11 +88,13 @@ def test_the_server_reports_its_cpu_speed_and_serves(tmp_path, lina_dir, codec_d
     server = start_server(tmp_path, lina_dir, codec_dir, "--threads", "1")
     try:
         deadline = time.monotonic() + 60
-        while "CPU speed (1 threads)" not in server.stderr() and time.monotonic() < deadline:
+        while "ready: speaking" not in server.stderr() and time.monotonic() < deadline:
             time.sleep(0.2)
         log = server.stderr()
         assert "RUNNING ON CPU" in log and "quantized decode step" in log, log
         assert "CPU speed (1 threads)" in log and "than real time" in log and "Streaming windows" in log, log
+        # chosen before it speaks: every stream opens with the same windows (same seed, same audio)
+        assert log.index("Streaming windows") < log.index("ready: speaking"), log
         with WyomingSocket(server.port) as client:
             client.send(frame("synthesize", {"text": "Hello there."}))
             check_plain(client.read_until("audio-stop"))

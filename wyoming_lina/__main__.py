@@ -75,14 +75,16 @@ def _serve(args) -> int:
         runtime, _, synthesizer = await _in_thread(_build, args, store)
         loaded["runtime"] = runtime
         warming = warm_up(runtime.engine, service.state)
-        await _in_thread(warming.measure_cpu)  # (a CPU's speed, before traffic: about a second)
+        await _in_thread(warming.prepare_cpu)  # (a CPU's speed and streaming windows, before traffic: ~2 s)
         runtime.engine.start()
         service.provide(synthesizer)
         warming.start()
         if args.http_port:
             loaded["studio"] = _studio(args, runtime.device, store, synthesizer, metrics, service)
             await loaded["studio"].start()
-        _LOGGER.info("ready: speaking after %.1f s; preparing the fast paths meanwhile", service.state.as_dict()["seconds"])
+        _LOGGER.info(
+            "ready: speaking after %.1f s; preparing the fast paths meanwhile", service.state.as_dict()["seconds"]
+        )
         gc.freeze()  # the loaded model's objects are permanent: keep them out of every GC pass
         await asyncio.Event().wait()
 
@@ -225,9 +227,7 @@ def _build(args, store):
     from .voices.default import ensure_default_voice
     from .voices.preferences import DefaultingVoices, VoicePreferences
 
-    device = choose_device(
-        args.device, cuda_available=torch.cuda.is_available(), cuda_count=torch.cuda.device_count()
-    )
+    device = choose_device(args.device, cuda_available=torch.cuda.is_available(), cuda_count=torch.cuda.device_count())
     dtype = choose_dtype(args.dtype, device)
     threads = args.threads or usable_cores()
     torch.set_num_threads(threads)
@@ -265,7 +265,9 @@ def _build(args, store):
     )
     synthesizer = Synthesizer(runtime.engine, runtime.tokenizer, voices, settings)
     for info in store.warm():  # load every voice now (prompt clips encoded once), log the broken ones
-        _LOGGER.info("voice %s (%s, %s)%s", info.name, info.kind, "/".join(info.languages), "" if info.installed else " BROKEN")
+        _LOGGER.info(
+            "voice %s (%s, %s)%s", info.name, info.kind, "/".join(info.languages), "" if info.installed else " BROKEN"
+        )
     voice = synthesizer.resolve_voice(None)  # a broken default voice fails here, at start-up
     _LOGGER.info("default voice: %s", voice.name)
     return runtime, store, synthesizer

@@ -67,33 +67,27 @@ class WarmUp:
         finally:
             self.done.set()
 
-    def measure_cpu(self) -> None:
-        """On a CPU, time the step and the codec (about a second), before the engine serves: a
-        measurement beside traffic would measure the traffic."""
-        from .cpu_speed import measure
+    def prepare_cpu(self) -> None:
+        """On a CPU, before the engine serves: time the step and the codec (about a second; a
+        measurement beside traffic would measure the traffic), choose the streaming windows from
+        them (under a second of simulation; every stream then opens with the same windows, so a
+        request sounds the same whenever it comes) and say how fast this machine speaks."""
+        from .cpu_speed import choose_streaming, describe, measure
 
         engine = self.engine
-        if engine.model.device.type == "cpu":
-            self.speed = self._on_engine(measure, engine.model, engine.runner.step, engine.decoder.codec)
-
-    def tune_for_the_cpu(self) -> None:
-        """Choose the streaming windows from the measured speed (here: a few seconds of
-        simulation) and say how fast this machine speaks."""
-        from .cpu_speed import choose_streaming, describe
-
-        engine = self.engine
-        if self.speed is None:
-            self.measure_cpu()
+        if engine.model.device.type != "cpu":
+            return
+        self.speed = self._on_engine(measure, engine.model, engine.runner.step, engine.decoder.codec)
         config, keeps_up = choose_streaming(self.speed)
-        engine.decoder.config = config  # streams opened from now on
+        engine.decoder.config = config
         (_LOGGER.info if keeps_up else _LOGGER.warning)("%s", describe(self.speed, config, keeps_up))
 
     def prepare(self) -> None:
         runner, decoder = self.engine.runner, self.engine.decoder
         keys = runner.graph_keys()
         if not keys:
-            if self.engine.model.device.type == "cpu":
-                self.tune_for_the_cpu()
+            if self.engine.model.device.type == "cpu" and self.speed is None:
+                self.prepare_cpu()  # (the server calls it before serving)
             self._reach("plain", "the plain step serves (nothing to compile on this device)")
             return
         # Until the kernels are built here, the engine thread serves in plain PyTorch: a request
@@ -112,7 +106,9 @@ class WarmUp:
         self._reach("graphs", f"{len(keys)} graphs of the plain step captured; serving with them")
         for key in codec_keys:
             self._on_engine(decoder.capture_graph, key)
-        _LOGGER.info("warm-up: %d codec graphs captured after %.1f s", len(codec_keys), time.monotonic() - self._started)
+        _LOGGER.info(
+            "warm-up: %d codec graphs captured after %.1f s", len(codec_keys), time.monotonic() - self._started
+        )
         if runner.compile_wanted:
             runner.precompile(keys)  # this thread: minutes on a first start, seconds with warm caches
             for key in keys:

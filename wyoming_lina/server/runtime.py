@@ -152,7 +152,7 @@ def cache_environment(data_dir: Path, environ: dict) -> dict[str, str]:
 
 def warm_up(engine: Engine, state: ServingState) -> WarmUp:
     """The engine's warm-up (engine/warmup.py), reporting its stages to ``state``: call
-    ``measure_cpu`` before the engine serves, ``start`` once it does."""
+    ``prepare_cpu`` before the engine serves, ``start`` once it does."""
 
     def reached(stage: str) -> None:
         state.step = stage
