@@ -13,7 +13,14 @@ from test_server_e2e import start_server
 
 from wyoming_lina.codec.streaming import StreamingConfig, decode_cost
 from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
-from wyoming_lina.engine.cpu_speed import CpuSpeed, choose_streaming, describe, simulate
+from wyoming_lina.engine.cpu_speed import (
+    CpuSpeed,
+    choose_codec_dtype,
+    choose_streaming,
+    describe,
+    measure_codec,
+    simulate,
+)
 from wyoming_lina.model import BOS, PAD
 from wyoming_lina.server.options import parse_args
 
@@ -42,6 +49,41 @@ def test_a_machine_slower_than_real_time_gets_the_lowest_real_time_factor_and_sa
     line = describe(speed(20.0), config, keeps_up)
     assert "SLOWER than real time" in line and "pause" in line
     assert "faster than real time" in describe(speed(5.0), *choose_streaming(speed(5.0)))
+
+
+def test_the_codec_runs_in_bfloat16_only_where_that_measured_faster(codec_dir):
+    """Kept in bfloat16 when it is faster (here forced: any gain will do), it decodes what the
+    float32 codec does to within bfloat16's rounding; not kept (forced: it would have to take no
+    time), the float32 weights are back bit for bit."""
+    import torch
+
+    from wyoming_lina.codec import load_codec
+
+    def fresh():
+        codec = load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
+        codec.backbone.fold_layer_scales()
+        codec.backbone.cache_conv_weights()
+        return codec
+
+    codec = fresh()
+    codes = torch.randint(0, codec.codebook_size, (1, 60), generator=torch.Generator().manual_seed(0))
+    want = codec.decode(codes, check=False)
+    before = {k: v.clone() for k, v in codec.backbone.state_dict().items()}
+    float32 = CpuSpeed(1, 10.0, *measure_codec(codec), 5.0)
+    assert float32.codec_dtype == "float32"
+
+    kept = choose_codec_dtype(codec, float32, min_gain=-1e9)
+    assert kept.codec_dtype == "bfloat16" and codec.backbone_dtype == torch.bfloat16
+    got = codec.decode(codes, check=False)
+    snr = 10 * torch.log10(want.pow(2).sum() / (want - got.float()).pow(2).sum())
+    assert snr > 30, f"bfloat16 codec {snr:.1f} dB from float32"  # docs/codec.md: 46 dB on the fixture
+
+    codec = fresh()
+    not_kept = choose_codec_dtype(codec, float32, min_gain=1.0)
+    assert not_kept == float32 and codec.backbone_dtype == torch.float32
+    after = codec.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(codec.decode(codes, check=False), want)
 
 
 @pytest.mark.parametrize(

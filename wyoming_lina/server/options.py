@@ -141,7 +141,8 @@ def _model(parser: Options) -> None:
         "--cpu-quant",
         default="q8",
         choices=CPU_QUANT,
-        help="the decode step on a CPU: q8 (~8-bit weights, docs/cpu.md) or none (float32, exactly the model)",
+        help="on a CPU: q8 (the decode step with ~8-bit weights, and the codec in bfloat16 where that measured "
+        "faster; docs/cpu.md) or none (float32: exactly the model and the codec)",
     )
 
 
