@@ -15,8 +15,10 @@ measured step and codec times), ``agreement`` (quantized and bf16 weights agains
 Timings interleave the candidates round by round and report the median round (and the
 fastest and slowest): the machine is shared, and a 2-thread OpenMP op stalls whenever another
 process holds a core, so the load average is printed with every section; re-run when it is low.
-The end-to-end numbers through the Wyoming server (time to first audio and real-time factor
-for 1 and 2 clients) need the engine's CPU runner (issue 21); they are not measured here.
+End to end through the Wyoming server (time to first audio and real-time factor, state and
+prompt voice, 1 and 2 clients): ``bench/bench_server.py --device cpu --fixtures ../shared/fixtures
+--loads 1,2 --rounds 2 --min-requests 4 --voice state|prompt --threads 2`` (the real server as its
+own process; docs/cpu.md).
 """
 
 from __future__ import annotations
