@@ -17,7 +17,8 @@ building and compiling run here, on this thread, and their results take over whe
 4. here: the compiled step; its graphs, one per iteration, then it takes over.
 
 The CPU has nothing to prepare. A failure in a step leaves the engine serving on the paths it
-has (logged). ``stage`` says where it is: "plain" (CPU), "kernels", "graphs", "compiled".
+has (logged). ``stage`` says where it is: "plain" (CPU); on CUDA "pytorch" (kernels deferred),
+"kernels", "graphs", "compiled".
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class WarmUp:
         # that built a kernel itself would wait for it (on a first start fla-core's prefill
         # autotuning alone held the first request for 100+ s, measured on an H200).
         self._on_engine(defer_kernels_here)
+        self._reach("pytorch", "serving in plain PyTorch while the kernels are built")
         self._on_engine(runner.allocate)
         runner.prepare_kernels(keys)  # this thread: the step's kernels are built and loaded
         sizes = runner.prefill.warm()  # this thread: fla-core's autotuning at every prefill batch

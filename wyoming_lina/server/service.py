@@ -21,7 +21,7 @@ class ServingState:
     serving (requests are spoken; the fast paths are still being prepared) -> warm."""
 
     phase: str = "loading"
-    step: str = ""  # how decode steps run: plain (CPU), graphs (CUDA, uncompiled), compiled
+    step: str = ""  # how decode steps run: plain (CPU); pytorch, kernels, graphs, compiled (CUDA: WarmUp)
     started: float = field(default_factory=time.monotonic)
     error: str = ""  # why loading failed
 

@@ -102,7 +102,8 @@ async def static(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 once speech is served, with the start-up phase ("serving" while the fast paths are
-    prepared, then "warm") and how decode steps run ("graphs", then "compiled"; "plain" on CPU)."""
+    prepared, then "warm") and how decode steps run (on CUDA "pytorch" while kernels are built,
+    "kernels", "graphs", then "compiled"; "plain" on CPU)."""
     ctx = request.app["studio"]
     state = ctx.serving.as_dict() if ctx.serving is not None else {}
     body = {"status": "ok" if ctx.ready else "starting", **state}
