@@ -41,6 +41,7 @@ from codec_models import random_codec  # noqa: E402
 from full_size import random_full_size_lina  # noqa: E402
 
 from wyoming_lina.codec.streaming import StreamingConfig, stream_schedule  # noqa: E402
+from wyoming_lina.engine.cpu_speed import simulate_stream  # noqa: E402
 from wyoming_lina.model import cast_weights  # noqa: E402
 from wyoming_lina.model.cpu_step import QuantizedStep  # noqa: E402
 
@@ -169,22 +170,10 @@ def decode_ms(table: dict[int, float], size: int) -> float:
 
 
 def simulate(config: StreamingConfig, frames: int, step_ms: float, codec: dict[int, float], start_ms: float):
-    """One stream on the CPU engine (decodes run inside the step loop): time to first audio,
-    real-time factor, and the smallest margin between a window's audio becoming available
-    and the moment playback needs it (negative = an underrun)."""
-    now, produced, playback_end, first, margin = start_ms, 0, None, None, float("inf")
-    for start, end, emit_start, emit_end in stream_schedule(frames, config):
-        if end > produced:
-            now += (end - produced) * step_ms
-            produced = end
-        now += decode_ms(codec, end - start)
-        if first is None:
-            first, playback_end = now, now
-        else:
-            margin = min(margin, playback_end - now)
-            playback_end = max(playback_end, now)
-        playback_end += (emit_end - emit_start) * FRAME_MS
-    return first, (now - start_ms) / (frames * FRAME_MS), margin
+    """One stream on the CPU engine, as the server's rule simulates it (``simulate_stream``), with
+    the codec's time interpolated in the measured table: (time to first audio, real-time factor,
+    smallest margin before playback needs a window; negative = an underrun)."""
+    return simulate_stream(config, frames, step_ms, lambda size: decode_ms(codec, size), start_ms)
 
 
 STREAMING_CANDIDATES = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -46,15 +47,23 @@ class CpuSpeed:
 
 
 def simulate(config: StreamingConfig, frames: int, speed: CpuSpeed, start_ms: float) -> tuple[float, float, float]:
-    """One stream on the CPU engine: (first audio ms, real-time factor, smallest margin ms between a
-    window's audio being ready and playback needing it; < 0 is an underrun)."""
-    step = speed.step_ms + SAMPLING_MS
+    """One stream on the CPU engine at ``speed``: (first audio ms, real-time factor, smallest
+    margin ms between a window's audio being ready and playback needing it; < 0 is an underrun)."""
+    return simulate_stream(config, frames, speed.step_ms + SAMPLING_MS, speed.decode_ms, start_ms)
+
+
+def simulate_stream(
+    config: StreamingConfig, frames: int, step_ms: float, decode_ms: Callable[[int], float], start_ms: float
+) -> tuple[float, float, float]:
+    """``simulate`` with the step's time (sampling included) and the codec's time per window size
+    given directly (bench/bench_cpu.py passes its measured table). The codec decodes inside the
+    engine's loop, between steps, so its time delays generation as well as the audio."""
     now, produced, playback_end, first, margin = start_ms, 0, 0.0, None, float("inf")
     for start, end, emit_start, emit_end in stream_schedule(frames, config):
         if end > produced:
-            now += (end - produced) * step
+            now += (end - produced) * step_ms
             produced = end
-        now += speed.decode_ms(end - start)
+        now += decode_ms(end - start)
         if first is None:
             first, playback_end = now, now
         else:
