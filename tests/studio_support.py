@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from fixture_support import model_args
 from speech_support import free_port
 from test_server_e2e import Server, add_fixture_voice
 
@@ -51,10 +52,7 @@ def start_studio(tmp: Path, lina_dir: Path, codec_dir: Path, *extra: str, token:
         "--http-port", str(http_port),
         "--data-dir", str(data),
         "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
         "--seed", "7",
         "--max-sentence-seconds", "0.4",  # the random fixture model rarely says EOS: bound each sentence
         "--sentence-silence", "0.05",

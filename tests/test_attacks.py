@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from fixture_support import model_args
 from test_reliability_support import Victim, WyomingSocket, check_plain, exchange, frame
 from test_server_e2e import start_server
 
@@ -174,16 +175,6 @@ def run_cli(*args, cwd, timeout=60, env=None) -> subprocess.CompletedProcess:
     )
 
 
-def model_args(lina_dir, codec_dir) -> list[str]:
-    return [
-        "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
-    ]  # fmt: skip
-
-
 def test_a_port_in_use_is_reported_before_the_model_loads(tmp_path, lina_dir, codec_dir):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -194,6 +185,8 @@ def test_a_port_in_use_is_reported_before_the_model_loads(tmp_path, lina_dir, co
             f"tcp://127.0.0.1:{port}",
             "--data-dir",
             str(tmp_path),
+            "--device",
+            "cpu",
             *model_args(lina_dir, codec_dir),
             cwd=tmp_path,
         )
@@ -233,7 +226,7 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, lina_dir, codec_dir):
     data = tmp_path / "full"
     data.mkdir()
     cli = " ".join([sys.executable, "-m", "wyoming_lina", "speak", "'Hello there.'", "-o", str(tmp_path / "out.wav"),
-                    "--data-dir", str(data), *model_args(lina_dir, codec_dir)])  # fmt: skip
+                    "--data-dir", str(data), "--device", "cpu", *model_args(lina_dir, codec_dir)])  # fmt: skip
     result = namespaced(f"mount -t tmpfs -o size=48k tmpfs {data} && {cli}", tmp_path)
     assert result.returncode == 1, result.stderr
     assert "No space left on device" in result.stderr and str(data) in result.stderr, result.stderr

@@ -11,6 +11,7 @@ import wave
 import numpy as np
 import pytest
 import soundfile
+from fixture_support import model_args
 
 from wyoming_lina.server.speak import wav_bytes, write_wav
 
@@ -27,10 +28,7 @@ def test_speak_writes_a_24khz_16bit_mono_wav(tmp_path, lina_dir, codec_dir):
         "--seed", "3",
         "--data-dir", str(tmp_path / "data"),
         "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
         "--max-sentence-seconds", "0.4",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -49,10 +47,7 @@ def test_unknown_voice_fails_cleanly(tmp_path, lina_dir, codec_dir):
     args = [
         sys.executable, "-m", "wyoming_lina", "speak", "Hi.", "-o", "-", "--voice", "nobody",
         "--data-dir", str(tmp_path), "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(args, capture_output=True, env=env, cwd=tmp_path, timeout=120)
@@ -76,10 +71,7 @@ def _speak(tmp_path, lina_dir, codec_dir, text: str, output: str) -> subprocess.
     args = [
         sys.executable, "-m", "wyoming_lina", "speak", text, "-o", output,
         "--data-dir", str(tmp_path / "data"), "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)

@@ -7,12 +7,13 @@ import asyncio
 import time
 
 import pytest
+from fixture_support import Voices
 
 from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.engine.rows import Phase, Row
 from wyoming_lina.engine.scheduler import Scheduler
 from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
-from wyoming_lina.errors import OverloadedError, UnknownVoiceError
+from wyoming_lina.errors import OverloadedError
 from wyoming_lina.model import load_speaker_state
 from wyoming_lina.text import LinaTokenizer, split_sentences
 from wyoming_lina.voices.voice import Voice
@@ -91,19 +92,6 @@ def test_a_cancelled_row_leaves_the_queue_at_once():
 
 
 # --- through the synthesizer and the engine thread -------------------------------------------
-class Voices:
-    def __init__(self, voices):
-        self.voices = {v.name: v for v in voices}
-
-    def get(self, name):
-        if name not in self.voices:
-            raise UnknownVoiceError(name)
-        return self.voices[name]
-
-    def list(self):
-        return [v.info for v in self.voices.values()]
-
-
 @pytest.fixture(scope="module")
 def synth(model, codec, lina_dir):
     voices = Voices([Voice("tuned", initial_state=load_speaker_state(lina_dir / "speaker_state.safetensors", model))])

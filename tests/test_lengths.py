@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from fixture_support import Voices, model_args
 from safetensors.torch import load_file
 
 from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
@@ -22,7 +23,7 @@ from wyoming_lina.engine.lengths import (
     spoken_chars,
 )
 from wyoming_lina.engine.synthesizer import SynthesisSettings, Synthesizer
-from wyoming_lina.errors import NoAudioError, UnknownVoiceError
+from wyoming_lina.errors import NoAudioError
 from wyoming_lina.model import BOS, EOS, PAD, InitialState, load_speaker_state
 from wyoming_lina.text import LinaTokenizer
 from wyoming_lina.voices.voice import Voice
@@ -132,19 +133,6 @@ async def test_rows_respect_their_bounds_alone_and_in_a_batch_on_both_steps(mode
 
 
 # --- the synthesizer: texts x seeds, the retry, the error ----------------------------------
-class Voices:
-    def __init__(self, voices):
-        self.voices = {v.name: v for v in voices}
-
-    def get(self, name):
-        if name not in self.voices:
-            raise UnknownVoiceError(name)
-        return self.voices[name]
-
-    def list(self):
-        return [v.info for v in self.voices.values()]
-
-
 @pytest.fixture(scope="module")
 def synth(model, codec, lina_dir, vec):
     voices = Voices(
@@ -218,10 +206,7 @@ def test_speak_exits_non_zero_instead_of_writing_an_empty_wav(tmp_path, lina_dir
     args = [
         sys.executable, "-m", "wyoming_lina", "speak", text, "-o", str(out),
         "--data-dir", str(tmp_path / "data"), "--device", "cpu", "--seed", "1",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(args, capture_output=True, env=env, cwd=tmp_path, timeout=180)
@@ -240,10 +225,7 @@ def test_speak_writes_audio_of_a_plausible_length(tmp_path, lina_dir, codec_dir,
     args = [
         sys.executable, "-m", "wyoming_lina", "speak", TEXTS[0], "-o", str(out), "--seed", str(seed),
         "--data-dir", str(tmp_path / "data"), "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(args, capture_output=True, env=env, cwd=tmp_path, timeout=300)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from fixture_support import model_args
 from speech_support import SENTENCES, asr_server, espeak, write_recording, write_speech  # noqa: F401
 
 from wyoming_lina.errors import VoiceError
@@ -104,10 +105,7 @@ def _voice(tmp_path: Path, lina_dir: Path, codec_dir: Path, *args: str) -> subpr
     command = [
         sys.executable, "-m", "wyoming_lina", "voice", *args,
         "--data-dir", str(tmp_path / "data"),
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
         "--device", "cpu",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

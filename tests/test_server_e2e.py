@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixture_support import model_args
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -87,10 +88,7 @@ def start_server(
         "--uri", f"tcp://127.0.0.1:{port}",
         "--data-dir", str(data),
         "--device", "cpu",
-        "--lina-checkpoint", str(lina_dir / "model.ckpt"),
-        "--codec-checkpoint", str(codec_dir / "model.ckpt"),
-        "--codec-config", str(codec_dir / "config.yaml"),
-        "--tokenizer", str(lina_dir / "bpe256.json"),
+        *model_args(lina_dir, codec_dir),
         "--seed", "7",
         "--max-sentence-seconds", "0.4",  # the random fixture model rarely says EOS: bound each sentence
         "--max-text-chars", str(MAX_TEXT_CHARS),

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from fixture_support import Voices
 from safetensors.torch import load_file
 
 from wyoming_lina.codec import load_codec
@@ -15,21 +16,6 @@ from wyoming_lina.errors import TextTooLongError, UnknownVoiceError, Unsupported
 from wyoming_lina.model import load_lina, load_speaker_state
 from wyoming_lina.text import LinaTokenizer
 from wyoming_lina.voices.voice import Voice
-
-
-class Voices:
-    """A fixed set of real voices (what the voice store hands the synthesizer)."""
-
-    def __init__(self, voices):
-        self.voices = {v.name: v for v in voices}
-
-    def get(self, name):
-        if name not in self.voices:
-            raise UnknownVoiceError(f"no voice {name!r}; available: {', '.join(self.voices)}")
-        return self.voices[name]
-
-    def list(self):
-        return [v.info for v in self.voices.values()]
 
 
 @pytest.fixture(scope="module")

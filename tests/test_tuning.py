@@ -11,6 +11,7 @@ import soundfile
 import torch
 import torch.nn.functional as F
 import yaml
+from fixture_support import model_args
 
 from wyoming_lina.engine.lengths import speaking_rate
 from wyoming_lina.errors import VoiceError
@@ -268,9 +269,7 @@ def test_cli_tune_then_resume_and_a_prompt_voice_keeps_its_clip(lina_dir, codec_
     parser = argparse.ArgumentParser()
     cli.add_voice_parser(parser.add_subparsers(dest="command"))
     files = [
-        "--data-dir", str(tmp_path), "--lina-checkpoint", str(lina_dir / "model.ckpt"), "--tokenizer",
-        str(lina_dir / "bpe256.json"), "--codec-config", str(codec_dir / "config.yaml"), "--codec-checkpoint",
-        str(codec_dir / "model.ckpt"), "--device", "cpu",
+        "--data-dir", str(tmp_path), *model_args(lina_dir, codec_dir), "--device", "cpu",
     ]  # fmt: skip
     clip = clip_dir / "clip6.wav"
     add = ["voice", "add", "amy", "--audio", str(clip), "--text", TEXTS[6], *files]
