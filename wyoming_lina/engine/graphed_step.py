@@ -12,6 +12,12 @@ With ``capture=False`` (CPU, tests) the same buffers and code run eagerly.
 Compiling the step (``torch.compile``) takes minutes on a first start; a server therefore
 serves with an uncompiled twin's graphs (captured in milliseconds) while ``precompile`` compiles
 this one on another thread, then captures its graphs one by one and switches (engine/runner.py).
+
+Before that, on a first start, the engine thread defers Triton kernels while they are built
+(``triton_support.defer_kernels_here``): the step then runs in plain PyTorch, ~1,000 kernel
+launches from Python per step (~12 ms on an H200, barely faster than real time). Those plain ops
+need nothing built, so they are captured too (``_plain_graphs``, keyed like the others, in a
+memory pool of their own), and dropped with their pool as soon as the kernels are in use.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class GraphedStep:
         self.max_text = config.text_buckets[-1]
         self._buffers: dict | None = None
         self._graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}
+        self._plain_graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}  # kernels deferred
+        self._plain_pool = None  # theirs (a pool whose graphs are all gone cannot take new ones)
         self._pool = None
         self._bound: int | None = None  # the batch generation the buffers hold (unique per process)
         self._compute = self._compute_step
@@ -163,7 +171,7 @@ class GraphedStep:
         tokens.copy_(sampled)
         counters.add_(1)
 
-    def _capture(self, key: tuple[int, int, int]) -> torch.cuda.CUDAGraph:
+    def _capture(self, key: tuple[int, int, int], plain: bool = False) -> torch.cuda.CUDAGraph:
         B, N, K = key
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -173,10 +181,13 @@ class GraphedStep:
         torch.cuda.current_stream().wait_stream(stream)
         self._restore(snapshot)
         graph = torch.cuda.CUDAGraph()
-        if self._pool is None:
+        if plain and self._plain_pool is None:
+            self._plain_pool = torch.cuda.graph_pool_handle()
+        elif not plain and self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         # thread_local: another thread may compile (and run kernels) while this one captures
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        pool = self._plain_pool if plain else self._pool
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             self._step_into_buffers(B, N, K)
         self._restore(snapshot)  # capture ran the step once more; undo it
         _LOGGER.debug("captured decode step graph B=%d N=%d K=%d", B, N, K)
@@ -195,6 +206,10 @@ class GraphedStep:
         for dst, src in zip(live, snapshot):
             dst.copy_(src)
 
+    def _drop_plain_graphs(self) -> None:
+        self._plain_graphs.clear()
+        self._plain_pool = None
+
     @property
     def graph_count(self) -> int:
         return len(self._graphs)
@@ -204,6 +219,7 @@ class GraphedStep:
         object, so without this the memory would wait for a garbage collection (and after
         ``gc.freeze()`` never come back)."""
         self._graphs.clear()
+        self._drop_plain_graphs()
         self._buffers = None
         self._pool = None
         self._compute = None
@@ -264,11 +280,15 @@ class GraphedStep:
         B, N, K = self.keys_for(batch)
         if self._bound != batch.generation or batch.ctx.mask.shape[1] != N:
             self._bind(batch, B, N)
-        if self.config.capture and not kernels_deferred():  # (deferred: plain PyTorch, not captured)
-            key = (B, N, K)
-            if key not in self._graphs:
-                self._graphs[key] = self._capture(key)
-            self._graphs[key].replay()
-        else:
+        if not self.config.capture:
             self._step_into_buffers(B, N, K)
+            return batch.next_tokens
+        plain = kernels_deferred()  # plain PyTorch until the kernels are built: graphs of its own
+        if not plain and self._plain_graphs:
+            self._drop_plain_graphs()
+        graphs = self._plain_graphs if plain else self._graphs
+        key = (B, N, K)
+        if key not in graphs:
+            graphs[key] = self._capture(key, plain)
+        graphs[key].replay()
         return batch.next_tokens
