@@ -29,6 +29,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import torch
+
 from ..triton_support import defer_kernels_here
 from .loop import Engine
 
@@ -55,9 +57,17 @@ class WarmUp:
 
     def _reach(self, stage: str, what: str) -> None:
         self.stage = stage
-        _LOGGER.info("warm-up: %s after %.1f s", what, time.monotonic() - self._started)
+        _LOGGER.info("warm-up: %s after %.1f s%s", what, time.monotonic() - self._started, self._memory())
         if self.on_stage is not None:
             self.on_stage(stage)
+
+    def _memory(self) -> str:
+        """On CUDA, the GPU memory this process holds (PyTorch's allocator; the CUDA context adds
+        a few hundred MiB that only nvidia-smi shows)."""
+        device = self.engine.model.device
+        if device.type != "cuda":
+            return ""
+        return f" ({torch.cuda.memory_reserved(device) / 2**30:.2f} GiB of GPU memory reserved)"
 
     def _run(self) -> None:
         try:
