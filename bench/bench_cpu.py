@@ -7,8 +7,9 @@
 Full-size models with random weights (bench/full_size.py, bench/codec_models.py). Sections:
 ``step`` (decode step latency: float32 ``LinaModel.step`` as the engine runs it today, float32
 with fused projections, ``QuantizedStep``; 1 and 2 rows), ``text`` (text encoder, a 12-word
-sentence), ``prefill`` (a 5 s voice prompt: the per-voice encoder pass and the per-request
-rest), ``codec`` (one decode per window size), ``streaming`` (time to first audio, real-time
+sentence), ``gla`` (the GLA recurrence alone over 375 frames: the per-frame loop against the
+chunked form, per chunk size), ``prefill`` (a 5 s voice prompt: the per-voice encoder pass and the
+per-request rest; with the per-frame loop too, before/after the chunked recurrence), ``codec`` (one decode per window size), ``streaming`` (time to first audio, real-time
 factor and the smallest playback margin of several StreamingConfigs, simulated from the
 measured step and codec times), ``agreement`` (quantized and bf16 weights against float32).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import statistics
 import sys
@@ -44,6 +46,7 @@ from wyoming_lina.codec.streaming import StreamingConfig, stream_schedule  # noq
 from wyoming_lina.engine.cpu_speed import simulate_stream  # noqa: E402
 from wyoming_lina.model import cast_weights  # noqa: E402
 from wyoming_lina.model.cpu_step import QuantizedStep  # noqa: E402
+from wyoming_lina.model.kernels import chunked_gla, naive_gla  # noqa: E402
 
 FRAME_MS = 1000 / 75
 SENTENCE = "The kitchen lights are off, and the front door is locked for the night."  # 12 words
@@ -122,15 +125,52 @@ def bench_text(model, args) -> float:
 
 
 @torch.inference_mode()
+def bench_gla(model, args) -> None:
+    """One layer's recurrence over a 5 s prompt, batch 1, the model's head sizes; decays as the
+    random model's gate (logsigmoid of bias + noise, / 16)."""
+    cfg = model.config.gla
+    print(f"\n## GLA recurrence, {PROMPT_FRAMES} frames, {cfg.heads} heads {cfg.head_k}x{cfg.head_v} ({load()})")
+    gen = torch.Generator().manual_seed(2)
+    shape = (1, PROMPT_FRAMES, cfg.heads, cfg.head_k)
+    q, k = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen) / cfg.head_k**0.5
+    v = torch.randn(1, PROMPT_FRAMES, cfg.heads, cfg.head_v, generator=gen)
+    gate = torch.empty(shape).uniform_(-2, 4, generator=gen) + torch.randn(shape, generator=gen)
+    g = torch.nn.functional.logsigmoid(gate) / 16
+    s0 = torch.zeros(1, cfg.heads, cfg.head_k, cfg.head_v)
+    cands = {"naive_gla (per-frame loop)": lambda: naive_gla(q, k, v, g, s0, 0.125)}
+    for chunk in (16, 32, 64):
+        cands[f"chunked_gla, chunks of {chunk}"] = functools.partial(chunked_gla, q, k, v, g, s0, 0.125, chunk)
+    for name, ms in rounds(cands, args.reps, 5).items():
+        print(f"{name:42s} {summary(ms)}")
+
+
+def with_recurrence(model, recurrence, fn):
+    """``fn`` with every GLA layer running ``recurrence`` over sequences, then the default again."""
+
+    def run():
+        model.use_recurrence(recurrence)
+        try:
+            return fn()
+        finally:
+            model.use_recurrence()
+
+    return run
+
+
+@torch.inference_mode()
 def bench_prefill(model, args) -> dict[str, float]:
     print(f"\n## prefill of a 5 s prompt, {PROMPT_FRAMES} frames, float32 ({load()})", flush=True)
     g = torch.Generator().manual_seed(1)
     audio = torch.randint(3, model.config.out_vocab, (1, PROMPT_FRAMES), generator=g)
     ctx = model.encode_text(torch.randint(3, model.config.text_vocab, (1, 70), generator=g))
     encoded, state = model.encode_audio(audio, model.init_state(1))
+    encode = functools.partial(model.encode_audio, audio, model.init_state(1))
+    prefill = functools.partial(model.prefill_from_encoded, ctx, encoded, state)
     cands = {
-        "encode_audio (once per voice, cached)": lambda: model.encode_audio(audio, model.init_state(1)),
-        "prefill_from_encoded (every request)": lambda: model.prefill_from_encoded(ctx, encoded, state),
+        "encode_audio (once per voice, cached)": encode,
+        "prefill_from_encoded (every request)": prefill,
+        "encode_audio, per-frame GLA loop": with_recurrence(model, naive_gla, encode),
+        "prefill_from_encoded, per-frame GLA loop": with_recurrence(model, naive_gla, prefill),
     }
     out = {}
     for name, ms in rounds(cands, max(3, args.reps // 3), 1).items():
@@ -327,7 +367,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fixtures", default=str(HERE.parent.parent / "shared/fixtures"))
     parser.add_argument(
-        "--only", action="append", choices=["step", "text", "prefill", "codec", "streaming", "agreement"]
+        "--only", action="append", choices=["step", "text", "gla", "prefill", "codec", "streaming", "agreement"]
     )
     parser.add_argument("--reps", type=int, default=9, help="interleaved rounds per timing")
     parser.add_argument("--steps", type=int, default=20, help="decode steps per round")
@@ -344,7 +384,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    only = set(args.only or ["step", "text", "prefill", "codec", "streaming", "agreement"])
+    only = set(args.only or ["step", "text", "gla", "prefill", "codec", "streaming", "agreement"])
     if "streaming" in only:
         only |= {"step", "text", "prefill", "codec"}
     print(f"# bench_cpu: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, {load()}")
@@ -357,6 +397,8 @@ def main() -> None:
     )
     step_ms = bench_step(model, quantized, args) if "step" in only else {}
     text_ms = bench_text(model, args) if "text" in only else 0.0
+    if "gla" in only:
+        bench_gla(model, args)
     prefill = bench_prefill(model, args) if "prefill" in only else {}
     codec = bench_codec(args) if "codec" in only else {}
     if "streaming" in only:

@@ -24,7 +24,7 @@ from wyoming_lina.model import (
     load_speaker_state,
     save_safetensors,
 )
-from wyoming_lina.model.kernels import choose_gla_kernel, naive_gla
+from wyoming_lina.model.kernels import CHUNKED_MIN_FRAMES, choose_gla_kernel, chunked_gla, naive_gla
 
 LOGIT_ATOL = 1e-4
 STATE_ATOL = 5e-5
@@ -266,16 +266,26 @@ def test_kernel_choice():
     assert choose_gla_kernel("cuda", 1, fla_available=False) == "naive"
     assert choose_gla_kernel("cuda", 1, fla_available=True) == "fused_recurrent"
     assert choose_gla_kernel("cuda", 300, fla_available=True) == "chunk"
+    # sequences without fla's kernels (a CPU; CUDA without Triton or while its kernels are deferred)
+    assert choose_gla_kernel("cpu", CHUNKED_MIN_FRAMES - 1, fla_available=False) == "naive"
+    assert choose_gla_kernel("cpu", CHUNKED_MIN_FRAMES, fla_available=False) == "chunked"
+    assert choose_gla_kernel("cpu", 41, fla_available=True) == "chunked"  # the fixtures' parallel pass
+    assert choose_gla_kernel("cuda", 375, fla_available=False) == "chunked"
 
 
-def test_naive_recurrence_matches_a_float64_closed_form():
+@pytest.mark.parametrize(
+    "recurrence",
+    [naive_gla, chunked_gla, lambda *a, scale: chunked_gla(*a, scale, chunk=2)],
+    ids=["naive", "chunked", "chunks-of-2"],
+)
+def test_recurrence_matches_a_float64_closed_form(recurrence):
     gen = torch.Generator().manual_seed(1)
     B, T, H, dk, dv = 2, 7, 2, 4, 3
     q, k, g = (torch.randn(B, T, H, dk, generator=gen, dtype=torch.float64) for _ in range(3))
     v = torch.randn(B, T, H, dv, generator=gen, dtype=torch.float64)
     g = F.logsigmoid(g)
     s0 = torch.randn(B, H, dk, dv, generator=gen, dtype=torch.float64)
-    out, final = naive_gla(q, k, v, g, s0, scale=0.5)
+    out, final = recurrence(q, k, v, g, s0, scale=0.5)
     # o_t = q_t * scale . (prod_{j<=t} decay_j * S0 + sum_{i<=t} prod_{i<j<=t} decay_j k_i^T v_i)
     cum = g.cumsum(1)
     for t in range(T):

@@ -1,5 +1,7 @@
 """Every Triton kernel against its naive twin, with fresh random inputs and NaN-poisoned outputs.
 
+* ``model/kernels.py::chunked_gla`` (no Triton: what runs while the kernels are deferred) against
+  the per-frame loop, both on CUDA.
 * ``model/triton_step.py`` (the one-kernel GLA decode step): ``GatedLinearAttention.step_in_place``
   with ``fused_step`` on against the same layer's plain PyTorch step (off), output and state.
 * ``model/triton_gemv.py``: against ``F.linear`` and a float64 product.
@@ -22,6 +24,8 @@ from torch import nn
 from wyoming_lina.codec import backbone
 from wyoming_lina.model import GLAConfig, GLAState, cast_weights
 from wyoming_lina.model.gla import GatedLinearAttention
+from wyoming_lina.model.kernels import chunked_gla, gla, naive_gla
+from wyoming_lina.triton_support import defer_kernels_here
 
 from .conftest import assert_rel, poison_allocations, requires_cuda
 
@@ -127,6 +131,32 @@ def test_fused_gla_step_updates_rows_of_a_larger_buffer_only():
     for name, buf, old, new in zip(GLAState._fields, buffers, before, plain):
         assert_rel(buf[:6], new, FP32, f"{name} rows in use")
         assert torch.equal(buf[6:], old[6:]), f"{name}: rows beyond the batch were written"
+
+
+# --- the chunked recurrence (model/kernels.py::chunked_gla): CUDA's prefill while kernels are deferred ----------
+@pytest.mark.parametrize("batch", [1, 4])
+@torch.inference_mode()
+def test_chunked_recurrence_on_cuda_equals_the_loop_and_runs_while_kernels_are_deferred(batch):
+    """375 frames at full size: chunked_gla on CUDA against the per-frame loop on CUDA (matmuls in
+    float32, TF32 off as PyTorch's default); with this thread's kernels deferred (the plain-PyTorch
+    phase of a first start) ``gla`` runs it, not fla's kernels nor the loop."""
+    gen = fresh_generator(7 + batch)
+    shape = (batch, 375, 8, 64)
+    q, k = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen) / 8
+    v = torch.randn(batch, 375, 8, 128, generator=gen)
+    g = F.logsigmoid(torch.empty(shape).uniform_(-2, 4, generator=gen) + torch.randn(shape, generator=gen)) / 16
+    s0 = 0.3 * torch.randn(batch, 8, 64, 128, generator=gen)
+    q, k, v, g, s0 = (t.cuda() for t in (q, k, v, g, s0))
+    want_out, want_state = naive_gla(q, k, v, g, s0, 0.125)
+    out, state = chunked_gla(q, k, v, g, s0, 0.125)
+    assert_rel(out, want_out, FP32, "output")
+    assert_rel(state, want_state, FP32, "state")
+    defer_kernels_here()
+    try:
+        deferred_out, deferred_state = gla(q, k, v, g, s0, 0.125)
+    finally:
+        defer_kernels_here(False)
+    assert torch.equal(deferred_out, out) and torch.equal(deferred_state, state)
 
 
 # --- the small-batch GEMV (model/triton_gemv.py) ---------------------------------------------------------------

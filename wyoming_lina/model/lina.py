@@ -123,8 +123,8 @@ class LinaModel(nn.Module):
 
     def use_recurrence(self, recurrence=gla) -> LinaModel:
         """How every GLA layer runs its recurrence over sequences: ``kernels.gla`` (default: picks
-        FLA's kernels on CUDA, the plain loop elsewhere) or ``kernels.naive_gla`` (the reference,
-        for checks on a GPU)."""
+        FLA's kernels on CUDA, the chunked plain-PyTorch form elsewhere) or ``kernels.naive_gla``
+        (the per-frame reference, for checks)."""
         for module in self.modules():
             if isinstance(module, GatedLinearAttention):
                 module.recurrence = recurrence
