@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--no-history", action="store_true", help="no allocation sites (less overhead)")
+    parser.add_argument("--no-compile", action="store_true", help="serve without the compiled step (faster)")
     args = parser.parse_args()
 
     from wyoming_lina.engine import SamplingOptions
@@ -188,6 +189,8 @@ def main() -> None:
         "bfloat16",
         max_batch=args.max_batch,
     )
+    if args.no_compile:
+        runtime.engine.runner.compile_wanted = False
     params = sum(p.numel() * p.element_size() for p in runtime.model.parameters()) / GIB
     buffers = sum(b.numel() * b.element_size() for b in runtime.model.buffers()) / GIB
     codec = sum(p.numel() * p.element_size() for p in runtime.codec.parameters()) / GIB

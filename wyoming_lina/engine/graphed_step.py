@@ -70,6 +70,7 @@ class GraphedStep:
         self._plain_graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}  # kernels deferred
         self._plain_pool = None  # theirs (a pool whose graphs are all gone cannot take new ones)
         self._pool = None
+        self._stream = None  # where this step's graphs are captured (see _capture)
         self._bound: int | None = None  # the batch generation the buffers hold (unique per process)
         self._compute = self._compute_step
         if config.compile:
@@ -173,7 +174,12 @@ class GraphedStep:
 
     def _capture(self, key: tuple[int, int, int], plain: bool = False) -> torch.cuda.CUDAGraph:
         B, N, K = key
-        stream = torch.cuda.Stream()
+        # ONE stream for every warm-up and capture of this step: cuBLAS keeps a workspace for each
+        # stream it has run on (32 MiB on Hopper), so a new stream per capture held ~0.9 GiB of
+        # workspaces for 24 graphs (measured on an H200 with bench/gpu_memory.py)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        stream = self._stream
         stream.wait_stream(torch.cuda.current_stream())
         snapshot = self._snapshot()
         with torch.cuda.stream(stream):  # warm-up outside the graph (allocations, autotuning)
@@ -187,7 +193,7 @@ class GraphedStep:
             self._pool = torch.cuda.graph_pool_handle()
         # thread_local: another thread may compile (and run kernels) while this one captures
         pool = self._plain_pool if plain else self._pool
-        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
             self._step_into_buffers(B, N, K)
         self._restore(snapshot)  # capture ran the step once more; undo it
         _LOGGER.debug("captured decode step graph B=%d N=%d K=%d", B, N, K)
@@ -258,7 +264,9 @@ class GraphedStep:
         buffers, whose contents do not matter until a batch is bound."""
         if self._buffers is None:
             raise RuntimeError("precompile needs buffers (allocate or allocate_like first)")
-        stream = torch.cuda.Stream() if self._buffers["next_tokens"].is_cuda else None
+        if self._buffers["next_tokens"].is_cuda and self._stream is None:
+            self._stream = torch.cuda.Stream()  # (the one its graphs are captured on: see _capture)
+        stream = self._stream if self._buffers["next_tokens"].is_cuda else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             for key in keys:
                 self._step_into_buffers(*key)
