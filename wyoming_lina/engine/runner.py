@@ -52,7 +52,11 @@ class Runner:
         self.model = model
         self.settings = settings
         self.prefill = Prefiller(
-            model, pad=settings.pad_prefill, max_batch=settings.max_prefill_batch, cache_size=settings.prompt_cache_size
+            model,
+            pad=settings.pad_prefill,
+            max_batch=settings.max_prefill_batch,
+            cache_size=settings.prompt_cache_size,
+            bf16_prompts=settings.cpu_quant == "q8",  # (on a CPU only: prefill.py)
         )
         self.steps = 0  # steps launched so far
 

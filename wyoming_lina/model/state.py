@@ -32,6 +32,9 @@ class LinaState:
     def select(self, rows) -> LinaState:
         return LinaState([GLAState(*(None if t is None else t[rows] for t in layer)) for layer in self.layers])
 
+    def to(self, dtype: torch.dtype) -> LinaState:
+        return LinaState([GLAState(*(None if t is None else t.to(dtype) for t in layer)) for layer in self.layers])
+
     @staticmethod
     def cat(states: list[LinaState]) -> LinaState:
         layers = []
