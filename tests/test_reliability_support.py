@@ -134,19 +134,28 @@ class Victim:
     text: str = "Hello there."
     done: int = 0
     failures: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)  # how long each finished request took
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                started = time.monotonic()
                 with WyomingSocket(self.port) as client:
                     client.send(frame("synthesize", {"text": self.text}))
                     check_plain(client.read_until("audio-stop"))
+                self.seconds.append(time.monotonic() - started)
                 self.done += 1
             except Exception as err:  # recorded, asserted by the test
                 self.failures.append(repr(err))
                 return
+
+    def wait_for(self, requests: int, timeout: float) -> None:
+        """Until ``requests`` requests are done (or one failed, or ``timeout`` seconds passed)."""
+        deadline = time.monotonic() + timeout
+        while self.done < requests and not self.failures and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def __enter__(self):
         self._thread = threading.Thread(target=self._loop, daemon=True)
