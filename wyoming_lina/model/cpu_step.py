@@ -187,9 +187,12 @@ def layer_configs(model: LinaModel) -> list[GLAConfig]:
     return [model.config.gla] * (2 * model.config.n_layer) + [model.config.pos_net]
 
 
-def export_step(model: LinaModel) -> bytes:
-    """The float32 graph of ``FrameStep`` as ONNX bytes (~500 MB for the full-size model),
-    dynamic in the batch and the text length."""
+def export_step(model: LinaModel):
+    """The float32 graph of ``FrameStep`` (an ``onnx.ModelProto``, ~500 MB for the full-size
+    model), dynamic in the batch and the text length. Parsed straight from the exporter's buffer,
+    after the module's float32 copies of the weights are gone: at most two copies at a time."""
+    import onnx
+
     cfg = model.config
     names, outputs = ["tokens", "keys", "values", "positions", "mask"], ["logits"]
     states = []
@@ -203,7 +206,7 @@ def export_step(model: LinaModel) -> bytes:
     n = 8
     ctx = (torch.zeros(1, n, cfg.att_dim), torch.zeros(1, n, cfg.att_dim), torch.zeros(1, n, cfg.d_blind))
     dynamic = {name: {0: "batch"} for name in names + outputs} | {name: {0: "batch", 1: "text"} for name in names[1:5]}
-    buffer = io.BytesIO()
+    buffer, step = io.BytesIO(), FrameStep(model).eval()
     with torch.no_grad(), warnings.catch_warnings():
         # PyTorch >= 2.9 says the TorchScript exporter is deprecated (twice: the notice, and its own
         # logging helper); it is the one that exports this graph in seconds without onnxscript.
@@ -211,7 +214,7 @@ def export_step(model: LinaModel) -> bytes:
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
         warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\.")
         torch.onnx.export(
-            FrameStep(model).eval(),
+            step,
             (torch.ones(1, dtype=torch.long), *ctx, torch.ones(1, n, dtype=torch.bool), *states),
             buffer,
             dynamo=False,
@@ -220,20 +223,23 @@ def export_step(model: LinaModel) -> bytes:
             dynamic_axes=dynamic,
             opset_version=OPSET,
         )
-    return buffer.getvalue()
+    del step
+    graph = onnx.ModelProto()
+    with buffer.getbuffer() as view:
+        graph.ParseFromString(view)
+    return graph
 
 
-def quantize(graph: bytes) -> bytes:
+def quantize(graph) -> bytes:
     """Every MatMul by a constant weight -> MatMulNBits (BITS, BLOCK, ACCURACY_LEVEL), except the
-    rotations (``_Rotation``'s: exact in float32, and tiny)."""
-    import onnx
+    rotations (``_Rotation``'s: exact in float32, and tiny). ``graph`` (a ModelProto) is changed
+    in place; returns the quantized graph's bytes (~140 MB for the full-size model)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
-    proto = onnx.load_from_string(graph)
-    exclude = [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.input[1].startswith("rotation.")]
+    exclude = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1].startswith("rotation.")]
     quantizer = MatMulNBitsQuantizer(
-        proto, bits=BITS, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL, nodes_to_exclude=exclude
+        graph, bits=BITS, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL, nodes_to_exclude=exclude
     )
     quantizer.process()
     return quantizer.model.model.SerializeToString()
