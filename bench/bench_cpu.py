@@ -1,4 +1,4 @@
-"""CPU speed of the pieces of a request, float32 against the quantized step (docs/cpu.md).
+"""CPU speed of the pieces of a request, float32 against the quantized ONNX step (docs/cpu.md).
 
     python bench/bench_cpu.py --threads 2                      # everything below
     python bench/bench_cpu.py --threads 2 --only step --only codec
@@ -6,12 +6,13 @@
 
 Full-size models with random weights (bench/full_size.py, bench/codec_models.py). Sections:
 ``step`` (decode step latency: float32 ``LinaModel.step`` as the engine runs it today, float32
-with fused projections, ``QuantizedStep``; 1 and 2 rows), ``text`` (text encoder, a 12-word
+with fused projections, ``OnnxStep``; 1 and 2 rows), ``text`` (text encoder, a 12-word
 sentence), ``gla`` (the GLA recurrence alone over 375 frames: the per-frame loop against the
 chunked form, per chunk size), ``prefill`` (a 5 s voice prompt: the per-voice encoder pass and the
-per-request rest; with the per-frame loop too, before/after the chunked recurrence), ``codec`` (one decode per window size), ``streaming`` (time to first audio, real-time
+per-request rest; with the per-frame loop too, before/after the chunked recurrence), ``codec``
+(one decode per window size), ``streaming`` (time to first audio, real-time
 factor and the smallest playback margin of several StreamingConfigs, simulated from the
-measured step and codec times), ``agreement`` (quantized and bf16 weights against float32).
+measured step and codec times), ``agreement`` (the quantized step and bf16 weights against float32).
 
 Timings interleave the candidates round by round and report the median round (and the
 fastest and slowest): the machine is shared, and a 2-thread OpenMP op stalls whenever another
@@ -45,7 +46,7 @@ from full_size import random_full_size_lina  # noqa: E402
 from wyoming_lina.codec.streaming import StreamingConfig, stream_schedule  # noqa: E402
 from wyoming_lina.engine.cpu_speed import simulate_stream  # noqa: E402
 from wyoming_lina.model import cast_weights  # noqa: E402
-from wyoming_lina.model.cpu_step import QuantizedStep  # noqa: E402
+from wyoming_lina.model.cpu_step import OnnxStep  # noqa: E402
 from wyoming_lina.model.kernels import chunked_gla, naive_gla  # noqa: E402
 
 FRAME_MS = 1000 / 75
@@ -103,7 +104,7 @@ def bench_step(model, quantized, args) -> dict[str, tuple[float, float]]:
         cands = {
             f"float32 LinaModel.step, {rows} row(s)": stepper(model.step, ctx, model.init_state(rows), token),
             f"float32 fused projections, {rows} row(s)": stepper(fused.step, ctx, model.init_state(rows), token),
-            f"QuantizedStep, {rows} row(s)": stepper(quantized.step, ctx, model.init_state(rows), token),
+            f"OnnxStep, {rows} row(s)": stepper(quantized.step, ctx, model.init_state(rows), token),
         }
         for name, ms in rounds(cands, args.reps, args.steps).items():
             print(f"{name:42s} {summary(ms)}", flush=True)
@@ -314,7 +315,10 @@ def bench_agreement(model, quantized, args) -> None:
     decoding from the same start: how many steps until the first different token."""
     print(f"\n## agreement with float32 ({args.seeds} seeds x {args.agreement_steps} teacher-forced steps)", flush=True)
     bf16 = cast_weights(copy.deepcopy(model), torch.bfloat16)
-    candidates = {"QuantizedStep": (quantized.step, model), "bf16 weights (the GPU's serving dtype)": (bf16.step, bf16)}
+    candidates = {
+        "OnnxStep (8-bit, Hadamard)": (quantized.step, model),
+        "bf16 weights (the GPU's serving dtype)": (bf16.step, bf16),
+    }
     results = {name: [] for name in candidates}
     for seed in range(args.seeds):
         g = torch.Generator().manual_seed(100 + seed)
@@ -390,10 +394,11 @@ def main() -> None:
     print(f"# bench_cpu: torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, {load()}")
     model = random_full_size_lina(manifest=Path(args.fixtures) / "lina-tiny/full-size-keys.json")
     t0 = time.perf_counter()
-    quantized = QuantizedStep(model)
+    quantized = OnnxStep(model)
     print(
-        f"QuantizedStep built in {time.perf_counter() - t0:.1f} s; it reads {quantized.weight_bytes() / 1e6:.0f} MB "
-        f"per step (float32: {sum(p.numel() for p in model.parameters()) * 4 / 1e6:.0f} MB of parameters)"
+        f"OnnxStep built (export, quantize, session) in {time.perf_counter() - t0:.1f} s; its graph holds "
+        f"{quantized.graph_bytes / 1e6:.0f} MB (float32: {sum(p.numel() for p in model.parameters()) * 4 / 1e6:.0f} MB "
+        "of parameters)"
     )
     step_ms = bench_step(model, quantized, args) if "step" in only else {}
     text_ms = bench_text(model, args) if "text" in only else 0.0
@@ -402,8 +407,8 @@ def main() -> None:
     prefill = bench_prefill(model, args) if "prefill" in only else {}
     codec = bench_codec(args) if "codec" in only else {}
     if "streaming" in only:
-        measured = step_ms["QuantizedStep, 1 row(s)"][1]
-        steps = {f"QuantizedStep as measured (fastest round) {measured:.1f} ms": measured}
+        measured = step_ms["OnnxStep, 1 row(s)"][1]
+        steps = {f"OnnxStep as measured (fastest round) {measured:.1f} ms": measured}
         steps |= {f"assumed {ms:.0f} ms": ms for ms in args.assume_step_ms}
         bench_streaming(steps, codec, text_ms, prefill["prefill_from_encoded (every request)"], args.frames)
     if "agreement" in only:

@@ -9,7 +9,7 @@ FRAMES_PER_SECOND = SAMPLE_RATE // SAMPLES_PER_FRAME  # 75 codes per second of s
 
 MAX_BATCH = 256  # most rows the engine generates together (the largest CUDA-graph bucket)
 MAX_QUEUE = 1024  # most sentences waiting for the engine
-CPU_QUANT = ("q8", "none")  # the CPU's decode step: ~8-bit weights (model/cpu_step.py), or float32
+CPU_QUANT = ("q8", "none")  # the CPU's decode step: ONNX Runtime, 8-bit weights (model/cpu_step.py); float32
 
 MAX_SENTENCE_CHARS = 200  # longest piece of normalised text one generation row speaks
 MAX_TEXT_TOKENS = 512  # longest text (in tokens) the engine takes: the largest CUDA-graph text bucket

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,8 +32,6 @@ from .prefill import Prefiller
 from .rows import Row
 from .sampling import sample_tokens
 from .settings import EngineSettings
-
-_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,19 +84,17 @@ class Runner:
 
 class PlainRunner(Runner):
     """The plain step (CPU): one step, one host sync, its tokens at once. With ``cpu_quant="q8"``
-    the step runs on quantized weights (``QuantizedStep``, made once here); text encoding and the
-    prompt prefill stay on the float32 model."""
+    the step is one ONNX Runtime graph on 8-bit weights (``OnnxStep``, made once here from the
+    float32 model); text encoding stays float32, a prompt's prefill runs its products in bfloat16
+    (engine/prefill.py)."""
 
     def __init__(self, model: LinaModel, settings: EngineSettings):
         super().__init__(model, settings)
         self.quantized = None
-        if settings.cpu_quant == "q8":
-            from ..model.cpu_step import QuantizedStep, quantized_kernel_available
+        if settings.cpu_quant == "q8" and model.device.type == "cpu":
+            from ..model.cpu_step import OnnxStep
 
-            if quantized_kernel_available() and model.device.type == "cpu":
-                self.quantized = QuantizedStep(model)
-            else:
-                _LOGGER.warning("no quantized CPU kernel in PyTorch %s: the float32 step runs", torch.__version__)
+            self.quantized = OnnxStep(model)
 
     @property
     def step(self):

@@ -29,7 +29,7 @@ class EngineSettings:
     pipeline_depth: int = 1  # graphed: most steps queued on the device ahead of the host
     rows_per_queued_step: int = 8  # graphed: one more queued step per this many rows
     oom_recovery_iterations: int = 200  # good iterations before the batch cap doubles again
-    cpu_quant: str = "none"  # the CPU's decode step: "q8" (model/cpu_step.py, ~8-bit weights) or "none" (float32)
+    cpu_quant: str = "none"  # CPU decode step: "q8" (model/cpu_step.py: ONNX Runtime, 8-bit) or "none" (float32)
 
     def __post_init__(self):
         if self.max_waiting_per_owner is None and _positive(self.max_queue):

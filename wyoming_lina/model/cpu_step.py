@@ -1,170 +1,330 @@
-"""A decode step built for the CPU: ~8-bit group-wise weights, float32 sums, few ops.
+"""The CPU's decode step: the whole step as one ONNX Runtime graph with 8-bit weights.
 
 A step for one row reads every matrix of the model once (~123M weights) and does little
-arithmetic with each: on a CPU it is bound by moving weights and by PyTorch's per-op cost
-(``LinaModel.step`` runs ~1,000 small ops). ``QuantizedStep`` therefore
+arithmetic with each: on a CPU it is bound by moving weights and by the cost of each op
+(``LinaModel.step`` runs ~1,000 small PyTorch ops). ``OnnxStep`` therefore
 
-- stores the step's matrices at ~8 bits per weight with a scale and offset per 32 weights
-  (``QuantizedMatrix``: two 4-bit planes multiplied by PyTorch's CPU int4 kernel with bfloat16
-  activations and float32 sums), made ONCE from the float32 model at start-up, never shipped;
-- stacks q/k/v/output gate and the folded low-rank decay gate into one matrix per GLA layer,
-  and pads the SwiGLU hidden size so its two halves come out of one product;
-- writes the GLA block for one frame as ~40 ops (one conv window for q, k and v together,
-  the recurrence as a multiply and two batched matmuls).
+- writes the step for one frame as one graph (``FrameStep``: q/k/v/output gate and the folded
+  low-rank decay gate stacked into one product per GLA layer, one conv window for q, k and v,
+  the recurrence as a multiply and a matmul), exported once at start-up from the float32 model
+  and never shipped;
+- has ONNX Runtime's quantizer turn every product into ``MatMulNBits`` (8-bit weights, a scale
+  and zero point per 128 weights along K, ``accuracy_level`` 4: int8 activations, the only fast
+  8-bit kernel on this CPU class: float activations measured ~10x slower);
+- rotates each product's input by a block-diagonal Hadamard matrix H (blocks of 128) and folds H
+  into the weights (x W == (x H)(H W), H symmetric and orthogonal): the rotation spreads an
+  activation's outliers over its block, so the per-block int8 rounding of the activations loses
+  far less (top-1 agreement on the full-size random model: 78% without it, 84-87% with it).
 
-Norms, convolutions, the recurrence, the cross-attention and the state stay float32, and the
-state keeps ``LinaState``'s layout, so a quantized step can follow a float32 prefill, and
-``LinaState.select``/``cat`` work on what it returns. ``docs/cpu.md`` has the measured speed,
-the candidates that lost, and how far the logits are from the float32 model.
+Norms, convolutions, gates, the recurrence, the cross-attention and the state stay float32, and
+the state keeps ``LinaState``'s layout, so the step can follow a float32 prefill, and
+``LinaState.select``/``cat`` work on what it returns. ``docs/cpu.md`` has the measured speed, the
+candidates that lost, and how far the logits are from the float32 model.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import warnings
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .config import GATE_LOGIT_NORMALIZER
-from .cross_attention import BlindCrossAttention, TextContext
+from .config import GATE_LOGIT_NORMALIZER, GLAConfig
+from .cross_attention import TextContext
 from .gla import GLABlock, GLAState
-from .layers import aligned_width
 from .lina import LinaModel
 from .state import LinaState
 
-GROUP = 32  # weights per scale along K (one scale and offset per 32 weights: the group of llama.cpp's Q8_0)
-ACT_DTYPE = torch.bfloat16  # the kernel's activations; it sums in float32
+BITS = 8
+BLOCK = 128  # weights per scale along K, and the Hadamard block (one rotation per quantization block)
+ACCURACY_LEVEL = 4  # MatMulNBits: int8 activations (one scale per block), integer dot products per block
+OPSET = 20
 
 
-def quantized_kernel_available() -> bool:
-    """Whether this PyTorch has the CPU group-wise int4 product (recent releases; 2.13 does)."""
-    ops = torch.ops.aten
-    return hasattr(ops, "_weight_int4pack_mm_for_cpu") and hasattr(ops, "_convert_weight_to_int4pack_for_cpu")
+def hadamard(n: int) -> torch.Tensor:
+    """The n x n Sylvester Hadamard matrix scaled to be orthogonal (n a power of two); symmetric."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / n**0.5
 
 
-def _quantize_4bit(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric 4-bit per group of GROUP along K, in the kernel's convention (value =
-    (q - 8) * scale + offset, scale and offset bfloat16): codes [N, K] int32, scales and
-    offsets [K / GROUP, N, 2] bfloat16, and the float32 values the codes stand for."""
-    n, k = w.shape
-    groups = w.reshape(n, k // GROUP, GROUP)
-    lo, hi = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
-    scale = ((hi - lo) / 15).clamp_min(1e-12).to(ACT_DTYPE).float()
-    offset = (lo + 8 * scale).to(ACT_DTYPE).float()
-    codes = torch.round((groups - offset) / scale + 8).clamp_(0, 15)
-    values = ((codes - 8) * scale + offset).reshape(n, k)
-    scales = torch.cat([scale, offset], -1).transpose(0, 1).contiguous().to(ACT_DTYPE)  # (K/GROUP, N, 2)
-    return codes.reshape(n, k).to(torch.int32), scales, values
+def _padded(k: int) -> int:
+    return k + (-k % BLOCK)
 
 
-class QuantizedMatrix:
-    """A [N, K] float matrix at ~8 bits per weight, group-wise, for PyTorch's CPU int4 kernel.
-
-    The matrix is stored as two 4-bit planes: W ~ Q1 + Q2, Q1 the 4-bit group-wise
-    quantization of W and Q2 that of what Q1 left over, so each group of 32 weights spans
-    ~225 levels between its own minimum and maximum (per-row int8 spans 255 levels over the
-    whole row: on Lina's full-size shapes its logits end ~1.7x as far from float32, and PyTorch's
-    per-row int8 kernel is slower). Both planes are one product: the codes sit side by side
-    along K ([Q1 | Q2], 2K columns) and the input is repeated ([x, x]), so the kernel adds the
-    two in its float32 sums and rounds once. 1.25 bytes per weight with the scales.
-
-    K is padded with zero columns to a multiple of 64 and N with zero rows to a multiple of
-    16 (the kernel's tiles); inputs narrower than the padded K are padded on the way in."""
-
-    def __init__(self, weight: torch.Tensor):
-        w = weight.detach().float()
-        n, k = w.shape
-        self.in_features, self.out_features, self.padded_in = k, n, aligned_width(k)
-        w = F.pad(w, (0, self.padded_in - k, 0, -n % 16))
-        codes1, scales1, values1 = _quantize_4bit(w)
-        codes2, scales2, _ = _quantize_4bit(w - values1)
-        self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(torch.cat([codes1, codes2], 1), 2)
-        self.scales = torch.cat([scales1, scales2])  # (2 K / GROUP, N, 2)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x [M, K] (any float dtype) -> x @ W^T [M, N] in bfloat16 (float32 sums)."""
-        if x.dtype != ACT_DTYPE:
-            x = x.to(ACT_DTYPE)
-        if x.shape[-1] != self.padded_in:
-            x = F.pad(x, (0, self.padded_in - x.shape[-1]))
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(torch.cat([x, x], -1), self.weight, GROUP, self.scales)
-        return y if y.shape[-1] == self.out_features else y[:, : self.out_features]
-
-    @property
-    def nbytes(self) -> int:
-        return self.weight.numel() * self.weight.element_size() + self.scales.numel() * self.scales.element_size()
+def _frozen(t: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(t.detach().float().contiguous(), requires_grad=False)
 
 
-class _QuantizedGLABlock:
-    """One GLA block (time-mix + SwiGLU) for a single frame, quantized products."""
+def _rotated_weight(w: torch.Tensor) -> nn.Parameter:
+    """W [K, N] -> blockdiag(H) @ W, K padded with zero rows to a multiple of BLOCK."""
+    k, n = w.shape
+    w = F.pad(w.float(), (0, 0, 0, _padded(k) - k))
+    return _frozen((hadamard(BLOCK) @ w.reshape(-1, BLOCK, n)).reshape(-1, n))
 
-    def __init__(self, block: GLABlock):
+
+class _Rotation(nn.Module):
+    """x [B, K] -> x blockdiag(H) [B, K padded]. K a multiple of BLOCK (every width of the
+    full-size model): one MatMul by H between two constant-shape Reshapes (the batch as -1, so
+    the graph computes no shapes at run time). Any other K (the test models): one MatMul by the
+    first K rows of blockdiag(H), the same as padding x with zeros first, without a Pad."""
+
+    def __init__(self, widths):
+        super().__init__()
+        h = hadamard(BLOCK)
+        self.hadamard = nn.Parameter(h, requires_grad=False)
+        for k in sorted({k for k in widths if k % BLOCK}):
+            full = torch.block_diag(*[h] * (_padded(k) // BLOCK))
+            self.register_parameter(f"first_rows_{k}", nn.Parameter(full[:k].contiguous(), requires_grad=False))
+
+    def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        if k % BLOCK:
+            return x @ getattr(self, f"first_rows_{k}")
+        return (x.reshape(-1, BLOCK) @ self.hadamard).reshape(-1, k)
+
+
+class _FrameBlock(nn.Module):
+    """One GLA block (time-mix + SwiGLU) for one frame; products as (x H) @ (H W), W [K, N]."""
+
+    def __init__(self, block: GLABlock, rotation: _Rotation):
+        super().__init__()
         tmix, cmix = block.tmix, block.cmix
-        cfg = tmix.cfg
-        if not cfg.short_conv:
-            raise ValueError("the quantized CPU step needs the short convolutions (all Lina checkpoints have them)")
-        self.cfg = cfg
-        self.norm1 = (block.norm1.weight.float(), block.norm1.bias.float(), block.norm1.eps)
-        self.norm2 = (block.norm2.weight.float(), block.norm2.bias.float(), block.norm2.eps)
-        down, up = tmix.gk_proj[0].weight.float(), tmix.gk_proj[1].weight.float()
-        self.proj_in = QuantizedMatrix(
-            torch.cat([tmix.q_proj.weight, tmix.k_proj.weight, tmix.v_proj.weight, tmix.g_proj.weight, up @ down])
-        )
-        self.gate_bias = tmix.gk_proj[1].bias.float()
-        # the three depthwise conv filters side by side: one window for q, k and v
-        self.conv_weight = torch.cat([tmix.q_conv1d.weight, tmix.k_conv1d.weight, tmix.v_conv1d.weight])[:, 0].float()
-        self.norm_weight = tmix.g_norm_swish_gate.weight.float()
-        self.proj_out = QuantizedMatrix(tmix.o_proj.weight)
-        # SwiGLU: hidden padded with zero rows (gate and value halves alike) to a multiple of 64
+        c: GLAConfig = tmix.cfg
+        if not c.short_conv:
+            raise ValueError("the CPU step needs the short convolutions (all Lina checkpoints have them)")
+        self.c, self.rotation = c, rotation
+        self.norm1_w, self.norm1_b = _frozen(block.norm1.weight), _frozen(block.norm1.bias)
+        self.norm2_w, self.norm2_b = _frozen(block.norm2.weight), _frozen(block.norm2.bias)
+        gate = tmix.gk_proj[1].weight.float() @ tmix.gk_proj[0].weight.float()
+        stacked = torch.cat([tmix.q_proj.weight, tmix.k_proj.weight, tmix.v_proj.weight, tmix.g_proj.weight, gate])
+        self.w_in = _rotated_weight(stacked.float().T)
+        self.gate_bias = _frozen(tmix.gk_proj[1].bias)
+        self.conv_w = _frozen(torch.cat([tmix.q_conv1d.weight, tmix.k_conv1d.weight, tmix.v_conv1d.weight])[:, 0])
+        self.norm_w = _frozen(tmix.g_norm_swish_gate.weight)
+        self.w_out = _rotated_weight(tmix.o_proj.weight.float().T)
+        # SwiGLU: both halves padded with zero columns to a multiple of BLOCK (silu(0) * 0 = 0), so
+        # the hidden vector comes out of the first product already as wide as the second needs
         hidden = cmix.p_out.weight.shape[1]
-        padded = aligned_width(hidden)
-        w_in, b_in = cmix.p_in.weight.float(), cmix.p_in.bias.float()
-        halves = [F.pad(w_in[i * hidden : (i + 1) * hidden], (0, 0, 0, padded - hidden)) for i in range(2)]
-        self.mlp_in = QuantizedMatrix(torch.cat(halves))
-        self.mlp_in_bias = torch.cat(
-            [F.pad(b_in[i * hidden : (i + 1) * hidden], (0, padded - hidden)) for i in range(2)]
-        )
-        self.mlp_out = QuantizedMatrix(F.pad(cmix.p_out.weight.float(), (0, padded - hidden)))
-        self.mlp_out_bias = cmix.p_out.bias.float()
-        self.hidden = padded
+        self.hidden = _padded(hidden)
+        w, b = cmix.p_in.weight.float().T, cmix.p_in.bias.float()
+        pad = (0, self.hidden - hidden)
+        self.mlp_in_w = _rotated_weight(torch.cat([F.pad(w[:, :hidden], pad), F.pad(w[:, hidden:], pad)], 1))
+        self.mlp_in_b = _frozen(torch.cat([F.pad(b[:hidden], pad), F.pad(b[hidden:], pad)]))
+        self.mlp_out_w = _rotated_weight(cmix.p_out.weight.float().T)
+        self.mlp_out_b = _frozen(cmix.p_out.bias)
 
-    def __call__(self, x: torch.Tensor, state: GLAState) -> tuple[torch.Tensor, GLAState]:
-        """x [B, d] float32 -> x after the block, and the block's new state."""
-        c = self.cfg
-        B = x.shape[0]
-        H, dk, dv = c.heads, c.head_k, c.head_v
-        qkv = 2 * c.key_dim + c.value_dim
-        proj = self.proj_in(F.layer_norm(x, x.shape[-1:], *self.norm1[:2], self.norm1[2]))  # (B, qkv + dv + dk) bf16
-        # causal depthwise conv over the last conv_size inputs of q, k and v, then SiLU
-        window = torch.cat([_conv_window(state)[:, :, 1:], proj[:, :qkv, None].float()], dim=2)  # (B, qkv, K)
-        y = F.silu((window * self.conv_weight).sum(-1))  # (B, qkv)
-        q = y[:, : c.key_dim].reshape(B * H, 1, dk)
-        k = y[:, c.key_dim : 2 * c.key_dim].reshape(B * H, dk, 1)
-        v = y[:, 2 * c.key_dim : qkv].reshape(B * H, 1, dv)
-        decay = F.logsigmoid(torch.add(self.gate_bias, proj[:, qkv + c.value_dim :])).div_(GATE_LOGIT_NORMALIZER).exp_()
-        # S = diag(decay) S + k^T v, then o = (q * scale) S: the outer product and the read-out as bmm
-        S = torch.baddbmm(state.S.reshape(B * H, dk, dv) * decay.view(B * H, dk, 1), k, v)  # (B H, dk, dv)
-        o = torch.bmm(q, S)  # (B H, 1, dv) without the scale dk^-0.5, which the norm below absorbs
-        # RMSNorm of scale * o (eps 1e-5) == RMSNorm of o with eps 1e-5 * dk, as scale = dk^-0.5
-        o = o * (self.norm_weight * torch.rsqrt(o.pow(2).mean(-1, keepdim=True).add_(1e-5 * dk)))
-        o = o.view(B, c.value_dim) * F.silu(proj[:, qkv : qkv + c.value_dim].float())
-        x = x + self.proj_out(o)
-        # SwiGLU
-        u = torch.add(self.mlp_in_bias, self.mlp_in(F.layer_norm(x, x.shape[-1:], *self.norm2[:2], self.norm2[2])))
-        hidden = F.silu(u[:, : self.hidden]).mul_(u[:, self.hidden :])
-        x = torch.add(x, self.mlp_out(hidden)).add_(self.mlp_out_bias)
-        S = S.view(B, H, dk, dv)
-        return x, GLAState(window[:, : c.key_dim], window[:, c.key_dim : 2 * c.key_dim], window[:, 2 * c.key_dim :], S)
+    def forward(self, x: torch.Tensor, window: torch.Tensor, S: torch.Tensor):
+        c, rot = self.c, self.rotation
+        H, dk, dv, kd, qkv = c.heads, c.head_k, c.head_v, c.key_dim, 2 * c.key_dim + c.value_dim
+        proj = rot(F.layer_norm(x, (c.d_model,), self.norm1_w, self.norm1_b, 1e-5), c.d_model) @ self.w_in
+        window = torch.cat([window[:, :, 1:], proj[:, :qkv, None]], dim=2)
+        y = F.silu((window * self.conv_w).sum(-1))
+        q = y[:, :kd].reshape(-1, H, 1, dk)
+        k = y[:, kd : 2 * kd].reshape(-1, H, dk, 1)
+        v = y[:, 2 * kd : qkv].reshape(-1, H, 1, dv)
+        decay = torch.exp(F.logsigmoid(proj[:, qkv + c.value_dim :] + self.gate_bias) / GATE_LOGIT_NORMALIZER)
+        S = S * decay.reshape(-1, H, dk, 1) + k * v
+        o = torch.matmul(q, S)  # without the scale dk^-0.5: RMSNorm(scale o, eps) == RMSNorm(o, eps dk)
+        o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5 * dk) * self.norm_w
+        o = o.reshape(-1, c.value_dim) * F.silu(proj[:, qkv : qkv + c.value_dim])
+        x = x + rot(o, c.value_dim) @ self.w_out
+        u = (
+            rot(F.layer_norm(x, (c.d_model,), self.norm2_w, self.norm2_b, 1e-5), c.d_model) @ self.mlp_in_w
+            + self.mlp_in_b
+        )
+        x = x + rot(F.silu(u[:, : self.hidden]) * u[:, self.hidden :], self.hidden) @ self.mlp_out_w + self.mlp_out_b
+        return x, window, S
+
+
+class FrameStep(nn.Module):
+    """``LinaModel.step`` written for export: (tokens [B], keys, values, positions [B, N, .],
+    mask [B, N], then per GLA layer in ``LinaState`` order its conv window [B, 2 key + value,
+    conv_size] and S [B, H, dk, dv]) -> (logits [B, V], the new windows and S in the same order)."""
+
+    def __init__(self, model: LinaModel):
+        super().__init__()
+        rnn, cfg = model.attentive_rnn, model.config
+        widths = [g.d_model for g in layer_configs(model)] + [g.value_dim for g in layer_configs(model)]
+        self.rotation = _Rotation(widths)  # (the SwiGLU hidden is padded in the weights)
+        self.encoder = nn.ModuleList(_FrameBlock(b, self.rotation) for b in rnn.encoder)
+        self.decoder = nn.ModuleList(_FrameBlock(b, self.rotation) for b in rnn.decoder)
+        cross = rnn.cross_att
+        self.pos_net = _FrameBlock(cross.pos_net, self.rotation)
+        self.q_w, self.q_b = _rotated_weight(cross.q.weight.float().T), _frozen(cross.q.bias)
+        self.ln_q_w, self.ln_q_b = _frozen(cross.ln_q.weight), _frozen(cross.ln_q.bias)
+        self.embed = _frozen(model.rvq_embed.weight[0])
+        self.head = _rotated_weight(model.logits_head.weight[0].float().T)
+        self.d_model, self.att_dim, self.d_blind = cfg.d_model, cfg.att_dim, cfg.d_blind
+
+    def forward(self, tokens, keys, values, positions, mask, *states):
+        n, d = len(self.encoder), self.d_model
+        new = list(states)
+        x = self.embed[tokens]
+        for i, block in enumerate(self.encoder):
+            x, new[2 * i], new[2 * i + 1] = block(x, states[2 * i], states[2 * i + 1])
+        bias = torch.where(mask, 0.0, float("-inf"))[:, None, :]  # (B, 1, N): padding of shorter texts
+        q = self.rotation(x, d) @ self.q_w + self.q_b
+        q = F.layer_norm(q, (self.att_dim,), self.ln_q_w, self.ln_q_b, 1e-5)
+        scores = torch.matmul(q[:, None], keys.transpose(1, 2)) * self.att_dim**-0.5 + bias
+        content = torch.matmul(torch.softmax(scores, -1), positions)[:, 0]
+        p = 4 * n  # pos_net: layer 2n
+        z, new[p], new[p + 1] = self.pos_net(content, states[p], states[p + 1])
+        scores = torch.matmul(z[:, None], positions.transpose(1, 2)) * self.d_blind**-0.5 + bias
+        x = x + torch.matmul(torch.softmax(scores, -1), values)[:, 0]
+        for i, block in enumerate(self.decoder):
+            j = 2 * (n + i)
+            x, new[j], new[j + 1] = block(x, states[j], states[j + 1])
+        return (self.rotation(x, d) @ self.head, *new)
+
+
+def layer_configs(model: LinaModel) -> list[GLAConfig]:
+    """Every GLA layer's config in ``LinaState`` order (encoder, decoder, pos_net)."""
+    return [model.config.gla] * (2 * model.config.n_layer) + [model.config.pos_net]
+
+
+def export_step(model: LinaModel):
+    """The float32 graph of ``FrameStep`` (an ``onnx.ModelProto``, ~500 MB for the full-size
+    model), dynamic in the batch and the text length. Parsed straight from the exporter's buffer,
+    after the module's float32 copies of the weights are gone: at most two copies at a time."""
+    import onnx
+
+    cfg = model.config
+    names, outputs = ["tokens", "keys", "values", "positions", "mask"], ["logits"]
+    states = []
+    for i, g in enumerate(layer_configs(model)):
+        states += [
+            torch.zeros(1, 2 * g.key_dim + g.value_dim, g.conv_size),
+            torch.zeros(1, g.heads, g.head_k, g.head_v),
+        ]
+        names += [f"window{i}", f"S{i}"]
+        outputs += [f"new_window{i}", f"new_S{i}"]
+    n = 8
+    ctx = (torch.zeros(1, n, cfg.att_dim), torch.zeros(1, n, cfg.att_dim), torch.zeros(1, n, cfg.d_blind))
+    dynamic = {name: {0: "batch"} for name in names + outputs} | {name: {0: "batch", 1: "text"} for name in names[1:5]}
+    buffer, step = io.BytesIO(), FrameStep(model).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # PyTorch >= 2.9 says the TorchScript exporter is deprecated (twice: the notice, and its own
+        # logging helper); it is the one that exports this graph in seconds without onnxscript.
+        # Every other warning is let through.
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning)
+        warnings.filterwarnings("ignore", "The feature will be removed", DeprecationWarning, r"torch\.onnx\.")
+        torch.onnx.export(
+            step,
+            (torch.ones(1, dtype=torch.long), *ctx, torch.ones(1, n, dtype=torch.bool), *states),
+            buffer,
+            dynamo=False,
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+        )
+    del step
+    graph = onnx.ModelProto()
+    with buffer.getbuffer() as view:
+        graph.ParseFromString(view)
+    return graph
+
+
+def quantize(graph) -> bytes:
+    """Every MatMul by a constant weight -> MatMulNBits (BITS, BLOCK, ACCURACY_LEVEL), except the
+    rotations (``_Rotation``'s: exact in float32, and tiny). ``graph`` (a ModelProto) is changed
+    in place; returns the quantized graph's bytes (~140 MB for the full-size model)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # a line per node otherwise
+    exclude = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.input[1].startswith("rotation.")]
+    quantizer = MatMulNBitsQuantizer(
+        graph, bits=BITS, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL, nodes_to_exclude=exclude
+    )
+    quantizer.process()
+    return quantizer.model.model.SerializeToString()
+
+
+_NUMPY = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
+
+
+class OnnxStep:
+    """``LinaModel.step`` through an ONNX Runtime session on 8-bit rotated weights, for the CPU.
+    Built once from a float32 model (export + quantize + session: 5-12 s for the full-size model
+    on 2 shared cores, ~1.6 GB of memory at its peak); the model itself is not changed and keeps doing everything else (text encoding,
+    prompt prefill) in float32.
+
+    ``step(ctx, tokens, state) -> (logits [B, V] float32, new state)``: the same contract as
+    ``LinaModel.step``. The state passed in is not modified: the session writes the new one into
+    fresh tensors (its conv windows are views of one [B, 2 key + value, K] tensor per layer,
+    which the next step reads without copying)."""
+
+    def __init__(self, model: LinaModel, threads: int | None = None):
+        try:  # (onnx-ir: ONNX Runtime's quantizer imports it without declaring it; setup.cfg does)
+            import onnx  # noqa: F401
+            import onnx_ir  # noqa: F401
+            import onnxruntime as ort
+        except ImportError as err:
+            raise RuntimeError(
+                f"the quantized CPU step (--cpu-quant q8) needs onnxruntime, onnx and onnx-ir: {err}"
+            ) from None
+        if model.device.type != "cpu":
+            raise ValueError(f"the quantized step runs on the CPU, the model is on {model.device}")
+        self.layers = layer_configs(model)
+        self.vocab = model.config.out_vocab
+        graph = quantize(export_step(model))  # the float32 graph lives only inside this line
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no spinning: idle threads would take the cores the codec and the event loop need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.graph_bytes = len(graph)  # the quantized graph: every weight a step reads, and the embeddings
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    @torch.inference_mode()
+    def step(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState) -> tuple[torch.Tensor, LinaState]:
+        """One frame for every row: tokens [B] -> logits [B, V] (float32), new state."""
+        B = tokens.shape[0]
+        inputs = [tokens.long().contiguous()]
+        inputs += [t.float().contiguous() for t in (ctx.keys, ctx.values, ctx.positions)]
+        inputs.append(ctx.mask.bool().contiguous())
+        outputs = [torch.empty(B, self.vocab)]
+        for layer, g in zip(state.layers, self.layers):
+            inputs += [_conv_window(layer).contiguous(), layer.S.float().contiguous()]
+            outputs += [
+                torch.empty(B, 2 * g.key_dim + g.value_dim, g.conv_size),
+                torch.empty(B, g.heads, g.head_k, g.head_v),
+            ]
+        binding = self.session.io_binding()
+        for name, t in zip(self._inputs, inputs):
+            binding.bind_input(name, "cpu", 0, _NUMPY[t.dtype], list(t.shape), t.data_ptr())
+        for name, t in zip(self._outputs, outputs):
+            binding.bind_output(name, "cpu", 0, _NUMPY[t.dtype], list(t.shape), t.data_ptr())
+        self.session.run_with_iobinding(binding)
+        layers = []
+        for i, g in enumerate(self.layers):
+            w, S = outputs[1 + 2 * i], outputs[2 + 2 * i]
+            layers.append(GLAState(w[:, : g.key_dim], w[:, g.key_dim : 2 * g.key_dim], w[:, 2 * g.key_dim :], S))
+        return outputs[0], LinaState(layers)
 
 
 def _conv_window(state: GLAState) -> torch.Tensor:
-    """The q, k and v conv windows as one [B, 2 key + value, K] tensor. The quantized step
-    hands out its windows as views of one tensor, so a state it made costs nothing here;
-    any other (a float32 prefill, ``LinaState.select``) is stacked once."""
+    """The q, k and v conv windows as one [B, 2 key + value, K] tensor. The step hands out its
+    windows as views of one tensor, so a state it made costs nothing here; any other (a float32
+    prefill, ``LinaState.select``) is stacked once."""
     q, k, v = state.conv_q, state.conv_k, state.conv_v
     base = q._base
     if (
         base is not None
         and k._base is base
         and v._base is base
+        and base.dtype == torch.float32
+        and base.shape[0] == q.shape[0]
         and base.shape[1] == q.shape[1] + k.shape[1] + v.shape[1]
         and q.data_ptr() == base.data_ptr()
         and k.data_ptr() == q.data_ptr() + q.shape[1] * q.stride(1) * q.element_size()
@@ -172,67 +332,3 @@ def _conv_window(state: GLAState) -> torch.Tensor:
     ):
         return base
     return torch.cat([q, k, v], dim=1).float()
-
-
-class _QuantizedCrossAttention:
-    def __init__(self, cross: BlindCrossAttention, pos_net: _QuantizedGLABlock):
-        self.q = QuantizedMatrix(cross.q.weight)
-        self.q_bias = cross.q.bias.float()
-        self.ln_q = (cross.ln_q.weight.float(), cross.ln_q.bias.float(), cross.ln_q.eps)
-        self.pos_net = pos_net
-
-    def __call__(self, y: torch.Tensor, ctx: TextContext, state: GLAState) -> tuple[torch.Tensor, GLAState]:
-        """y [B, d] -> the cross-attention output [B, d] (float32) and the pos_net state."""
-        q = F.layer_norm(torch.add(self.q_bias, self.q(y)), self.q_bias.shape, self.ln_q[0], self.ln_q[1], self.ln_q[2])
-        hidden = ~ctx.mask[:, None, :]  # (B, 1, N): padding of shorter texts
-        dtype = ctx.keys.dtype
-        scores = torch.matmul(q[:, None].to(dtype), ctx.keys.transpose(1, 2)).float() * q.shape[-1] ** -0.5
-        content = torch.softmax(scores.masked_fill_(hidden, float("-inf")), dim=-1)  # (B, 1, N)
-        z, state = self.pos_net(torch.matmul(content.to(dtype), ctx.positions)[:, 0].float(), state)  # (B, d_blind)
-        scores = torch.matmul(z[:, None].to(dtype), ctx.positions.transpose(1, 2)).float() * z.shape[-1] ** -0.5
-        where = torch.softmax(scores.masked_fill_(hidden, float("-inf")), dim=-1)
-        return torch.matmul(where.to(dtype), ctx.values)[:, 0].float(), state
-
-
-class QuantizedStep:
-    """``LinaModel.step`` with quantized matrices, for the CPU. Built once from a float32 model
-    (a few seconds for the full-size model); the model itself is not changed and keeps doing
-    everything else (text encoding, prompt prefill) in float32.
-
-    ``step(ctx, tokens, state) -> (logits [B, V] float32, new state)``, the same contract as
-    ``LinaModel.step``: the state passed in is not modified."""
-
-    def __init__(self, model: LinaModel):
-        if not quantized_kernel_available():
-            raise RuntimeError(f"PyTorch {torch.__version__} has no CPU int4 weight kernel: use float32 on this CPU")
-        if model.device.type != "cpu":
-            raise ValueError(f"the quantized step runs on the CPU, the model is on {model.device}")
-        self.config = model.config
-        with torch.no_grad():
-            rnn = model.attentive_rnn
-            self.encoder = [_QuantizedGLABlock(b) for b in rnn.encoder]
-            self.decoder = [_QuantizedGLABlock(b) for b in rnn.decoder]
-            self.cross = _QuantizedCrossAttention(rnn.cross_att, _QuantizedGLABlock(rnn.cross_att.pos_net))
-            self.embed = model.rvq_embed.weight[0].detach().float()
-            self.head = QuantizedMatrix(model.logits_head.weight[0])
-
-    def weight_bytes(self) -> int:
-        """Bytes of quantized weights and scales one step reads."""
-        mats = [self.head, self.cross.q]
-        for b in (*self.encoder, *self.decoder, self.cross.pos_net):
-            mats += [b.proj_in, b.proj_out, b.mlp_in, b.mlp_out]
-        return sum(m.nbytes for m in mats)
-
-    @torch.inference_mode()
-    def step(self, ctx: TextContext, tokens: torch.Tensor, state: LinaState) -> tuple[torch.Tensor, LinaState]:
-        """One frame for every row: tokens [B] -> logits [B, V] (float32), new state."""
-        n = len(self.encoder)
-        layers = list(state.layers)
-        x = F.embedding(tokens, self.embed)  # (B, d)
-        for i, block in enumerate(self.encoder):
-            x, layers[i] = block(x, state.layers[i])
-        c, layers[2 * n] = self.cross(x, ctx, state.layers[2 * n])
-        x = x + c
-        for i, block in enumerate(self.decoder):
-            x, layers[n + i] = block(x, state.layers[n + i])
-        return self.head(x).float(), LinaState(layers)
