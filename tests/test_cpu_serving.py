@@ -43,6 +43,17 @@ def test_streaming_is_chosen_to_keep_up_with_the_measured_speed():
     assert decode_cost(270, tight) < decode_cost(270, StreamingConfig())
 
 
+def test_a_step_just_under_a_frame_still_keeps_up_with_first_audio_within_800_ms():
+    """The 2-core Xeon with the ONNX step and the bfloat16 codec (docs/cpu.md: a step of ~12 ms, a
+    frame is 13.3): windows that never run dry for short and long sentences, the first audio of a
+    state voice within 800 ms (first window 56, hop 32: ~750 ms), not a fallback that pauses."""
+    near = CpuSpeed(threads=2, step_ms=12.0, codec_call_ms=20.5, codec_frame_ms=0.14, text_ms=34.0)
+    config, keeps_up = choose_streaming(near)
+    assert keeps_up, config
+    assert all(simulate(config, n, near, 34.0)[2] >= 50 for n in (60, 270, 750))
+    assert simulate(config, 270, near, 34.0)[0] <= 800
+
+
 def test_a_machine_slower_than_real_time_gets_the_lowest_real_time_factor_and_says_so():
     config, keeps_up = choose_streaming(speed(20.0))
     assert not keeps_up
