@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -112,3 +113,22 @@ async def test_cancel_without_finish_ends_the_stream(synth):
     stream.cancel()
     chunks = await asyncio.wait_for(collect(stream), 10)
     assert isinstance(chunks, list)
+
+
+@pytest.mark.parametrize("alone", [True, False])
+async def test_first_audio_alone_holds_the_other_sentences_until_the_first_audio(synth, alone):
+    """On a CPU (``first_audio_alone``) the first sentence generates by itself until its first
+    audio, then the others join; without it every sentence starts at once."""
+    settings = dataclasses.replace(synth.settings, first_audio_alone=alone)
+    stream = Synthesizer(synth.engine, synth.tokenizer, synth.voices, settings).open_stream("clip")
+    stream.add_text("Hello there. How are you today? It is 5 o'clock.")
+    stream.finish()
+    chunks = await asyncio.wait_for(collect(stream), 60)
+    assert sum(len(c) for c in chunks) > 0
+    first, *others = stream._all
+    assert len(others) == 2
+    heard = first.stats.first_audio
+    if alone:
+        assert all(h.stats.submitted >= heard for h in others), (heard, [h.stats.submitted for h in others])
+    else:
+        assert all(h.stats.submitted < heard for h in others)

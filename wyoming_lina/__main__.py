@@ -262,6 +262,7 @@ def _build(args, store):
         max_text_chars=args.max_text_chars,
         max_frames=max_frames_for(args.max_sentence_seconds),
         deadline=args.deadline,
+        first_audio_alone=runtime.device == "cpu",  # (engine/text_stream.py)
     )
     synthesizer = Synthesizer(runtime.engine, runtime.tokenizer, voices, settings)
     for info in store.warm():  # load every voice now (prompt clips encoded once), log the broken ones

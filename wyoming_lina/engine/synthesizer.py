@@ -49,6 +49,8 @@ class SynthesisSettings:
     max_sentence_chars: int = MAX_SENTENCE_CHARS
     max_frames: int = 60 * FRAMES_PER_SECOND  # no sentence longer (--max-sentence-seconds)
     max_sentences_ahead: int = 16  # sentences of one request generating at once (the rest wait their turn)
+    # the first sentence generates alone until its first audio (a CPU: text_stream.py)
+    first_audio_alone: bool = False
     deadline: float | None = 120.0  # seconds per sentence job from submission
     sampling: SamplingOptions = SamplingOptions()
 
