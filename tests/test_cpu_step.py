@@ -194,3 +194,39 @@ def test_quantized_step_refuses_a_model_off_the_cpu(model):
     elsewhere = copy.deepcopy(model).to("meta")
     with pytest.raises(ValueError, match="runs on the CPU"):
         OnnxStep(elsewhere)
+
+
+# --- the built step kept in the data dir ---------------------------------------------------------
+def test_the_built_step_is_kept_and_reused_and_a_damaged_or_stale_one_is_rebuilt(model, tmp_path, caplog):
+    """The second build of the same model loads the kept graph (no export) and steps alike; a
+    damaged file is rebuilt (one warning line) and replaced; another model's weights make another
+    file, and the old one goes; a cache dir that cannot be written costs only the reuse."""
+    cache = tmp_path / "cpu-step"
+    first = OnnxStep(model, cache_dir=cache)
+    kept = list(cache.glob("cpu-step-*.onnx"))
+    assert not first.from_cache and len(kept) == 1 and not list(cache.glob("*.tmp"))
+    again = OnnxStep(model, cache_dir=cache)
+    assert again.from_cache
+    ctx = model.encode_text(torch.tensor([[1, 20, 31, 42, 2]]))
+    token, state = torch.tensor([1]), model.init_state(1)
+    assert torch.equal(first.step(ctx, token, state)[0], again.step(ctx, token, state)[0])
+
+    kept[0].write_bytes(b"not an onnx graph")
+    with caplog.at_level("WARNING"):
+        repaired = OnnxStep(model, cache_dir=cache)
+    assert not repaired.from_cache and "is damaged" in caplog.text
+    assert OnnxStep(model, cache_dir=cache).from_cache  # the file was written again
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.logits_head.weight[0, 0, 0] += 1.0
+    assert not OnnxStep(other, cache_dir=cache).from_cache
+    assert list(cache.glob("cpu-step-*.onnx")) != kept and len(list(cache.glob("cpu-step-*.onnx"))) == 1
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way of the cache dir")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        works = OnnxStep(model, cache_dir=blocked / "cpu-step")
+    assert not works.from_cache and "could not keep the CPU step" in caplog.text
+    assert torch.equal(works.step(ctx, token, state)[0], first.step(ctx, token, state)[0])

@@ -249,6 +249,7 @@ def _build(args, store):
     )
     limits = {key: getattr(args, key) for key in ("max_batch", "max_queue") if hasattr(args, key)}
     limits["cpu_quant"] = args.cpu_quant
+    limits["cpu_step_cache"] = str(Path(args.data_dir) / ".cache" / "cpu-step")  # (the quantized CPU step)
     runtime = load_runtime(files, device, dtype, **limits)
     store.attach(codec=runtime.codec, model=runtime.model, tokenizer=runtime.tokenizer)
     # The built-in voice is made once (a few seconds of generation) unless --voice chooses another.

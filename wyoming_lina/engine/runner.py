@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,8 @@ from .prefill import Prefiller
 from .rows import Row
 from .sampling import sample_tokens
 from .settings import EngineSettings
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,10 @@ class PlainRunner(Runner):
         if settings.cpu_quant == "q8" and model.device.type == "cpu":
             from ..model.cpu_step import OnnxStep
 
-            self.quantized = OnnxStep(model)
+            started = time.monotonic()
+            self.quantized = OnnxStep(model, cache_dir=settings.cpu_step_cache)
+            how = "loaded from the data dir" if self.quantized.from_cache else "built"
+            _LOGGER.info("quantized CPU step %s in %.1f s", how, time.monotonic() - started)
 
     @property
     def step(self):

@@ -30,6 +30,7 @@ class EngineSettings:
     rows_per_queued_step: int = 8  # graphed: one more queued step per this many rows
     oom_recovery_iterations: int = 200  # good iterations before the batch cap doubles again
     cpu_quant: str = "none"  # CPU decode step: "q8" (model/cpu_step.py: ONNX Runtime, 8-bit) or "none" (float32)
+    cpu_step_cache: str | None = None  # q8: where the built step is kept for the next start (the data dir's)
 
     def __post_init__(self):
         if self.max_waiting_per_owner is None and _positive(self.max_queue):

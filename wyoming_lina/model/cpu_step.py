@@ -24,9 +24,13 @@ candidates that lost, and how far the logits are from the float32 model.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import logging
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -246,6 +250,53 @@ def quantize(graph) -> bytes:
 
 
 _NUMPY = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
+_LOGGER = logging.getLogger(__name__)
+
+
+def fingerprint(model: LinaModel) -> str:
+    """What the quantized graph is made of: the model's config, every tensor's name, shape and
+    float64 sums (exact and position-weighted: another checkpoint differs), and the libraries and
+    settings that shape the graph. Hashing the sums, not the bytes, reads each weight once."""
+    import onnx
+    import onnxruntime
+
+    digest = hashlib.blake2b(digest_size=16)
+    parts = (torch.__version__, onnx.__version__, onnxruntime.__version__, BITS, BLOCK, ACCURACY_LEVEL, OPSET)
+    digest.update(repr((parts, model.config)).encode())
+    for name, t in model.state_dict().items():
+        flat = t.detach().reshape(-1)
+        ramp = torch.linspace(1.0, 2.0, flat.numel(), dtype=flat.dtype) if flat.is_floating_point() else None
+        sums = (
+            flat.sum(dtype=torch.float64).item(),
+            (flat * ramp).sum(dtype=torch.float64).item() if ramp is not None else 0,
+        )
+        digest.update(repr((name, tuple(t.shape), str(t.dtype), sums)).encode())
+    return digest.hexdigest()
+
+
+def _cached_graph(path: Path | None) -> bytes | None:
+    try:
+        return path.read_bytes() if path is not None and path.is_file() else None
+    except OSError as err:
+        _LOGGER.warning("could not read the cached CPU step %s (%s): building it again", path, err)
+        return None
+
+
+def _store_graph(path: Path, graph: bytes) -> None:
+    """Write atomically (a partial file never has the final name) and drop the other models'
+    graphs; a full or read-only disk costs the next start the build, nothing else."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(graph)
+        os.replace(tmp, path)
+        for old in path.parent.glob("cpu-step-*.onnx"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as err:
+        with contextlib.suppress(OSError):  # (the folder itself may be what failed)
+            tmp.unlink(missing_ok=True)
+        _LOGGER.warning("could not keep the CPU step in %s (%s): the next start builds it again", path.parent, err)
 
 
 class OnnxStep:
@@ -259,7 +310,7 @@ class OnnxStep:
     fresh tensors (its conv windows are views of one [B, 2 key + value, K] tensor per layer,
     which the next step reads without copying)."""
 
-    def __init__(self, model: LinaModel, threads: int | None = None):
+    def __init__(self, model: LinaModel, threads: int | None = None, cache_dir: str | Path | None = None):
         try:  # (onnx-ir: ONNX Runtime's quantizer imports it without declaring it; setup.cfg does)
             import onnx  # noqa: F401
             import onnx_ir  # noqa: F401
@@ -272,7 +323,13 @@ class OnnxStep:
             raise ValueError(f"the quantized step runs on the CPU, the model is on {model.device}")
         self.layers = layer_configs(model)
         self.vocab = model.config.out_vocab
-        graph = quantize(export_step(model))  # the float32 graph lives only inside this line
+        # ``cache_dir`` (the data dir's): the quantized graph of this model is kept there, so a
+        # restart skips the export and its memory peak (~1.6 GB for the full-size model)
+        path = Path(cache_dir) / f"cpu-step-{fingerprint(model)}.onnx" if cache_dir is not None else None
+        graph = _cached_graph(path)
+        self.from_cache = graph is not None
+        if graph is None:
+            graph = quantize(export_step(model))  # the float32 graph lives only inside this line
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -281,7 +338,16 @@ class OnnxStep:
         # no spinning: idle threads would take the cores the codec and the event loop need
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's own errors: only a damaged cached file gets here
+            if not self.from_cache:
+                raise
+            _LOGGER.warning("the cached CPU step %s is damaged (%s): building it again", path, err)
+            self.from_cache, graph = False, quantize(export_step(model))
+            self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        if path is not None and not self.from_cache:
+            _store_graph(path, graph)
         self.graph_bytes = len(graph)  # the quantized graph: every weight a step reads, and the embeddings
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
