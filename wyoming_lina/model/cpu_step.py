@@ -301,9 +301,10 @@ def _store_graph(path: Path, graph: bytes) -> None:
 
 class OnnxStep:
     """``LinaModel.step`` through an ONNX Runtime session on 8-bit rotated weights, for the CPU.
-    Built once from a float32 model (export + quantize + session: 5-12 s for the full-size model
-    on 2 shared cores, ~1.6 GB of memory at its peak); the model itself is not changed and keeps doing everything else (text encoding,
-    prompt prefill) in float32.
+    Built once from a float32 model (export + quantize + session: 6-12 s for the full-size model
+    on 2 shared cores, ~2 GB of memory at its peak) and kept in ``cache_dir`` (a restart loads it:
+    ~2 s, ~0.4 GB; bench/cpu_step_build.py); the model itself is not changed and keeps doing
+    everything else (text encoding, prompt prefill).
 
     ``step(ctx, tokens, state) -> (logits [B, V] float32, new state)``: the same contract as
     ``LinaModel.step``. The state passed in is not modified: the session writes the new one into
@@ -324,7 +325,7 @@ class OnnxStep:
         self.layers = layer_configs(model)
         self.vocab = model.config.out_vocab
         # ``cache_dir`` (the data dir's): the quantized graph of this model is kept there, so a
-        # restart skips the export and its memory peak (~1.6 GB for the full-size model)
+        # restart skips the export and its memory peak (~2 GB for the full-size model)
         path = Path(cache_dir) / f"cpu-step-{fingerprint(model)}.onnx" if cache_dir is not None else None
         graph = _cached_graph(path)
         self.from_cache = graph is not None
