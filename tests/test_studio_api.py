@@ -298,7 +298,7 @@ async def events_of(studio: StudioServer, job: str, until=None) -> list[dict]:
 async def test_tune_from_a_long_recording_with_progress(studio, tmp_path):
     write_recording(tmp_path / "memo.wav", SENTENCES[:5])
     async with studio.session() as http:
-        async with http.post("api/voices/carol/tune", data=form(audio=tmp_path / "memo.wav", max_steps=4)) as r:
+        async with http.post("api/voices/carol/tune", data=form(audio=tmp_path / "memo.wav", max_steps=24)) as r:
             assert r.status == 202, await r.text()
             job = (await r.json())["job"]
     seen = await events_of(studio, job)
