@@ -52,6 +52,8 @@ def test_a_step_just_under_a_frame_still_keeps_up_with_first_audio_within_800_ms
     assert keeps_up, config
     assert all(simulate(config, n, near, 34.0)[2] >= 50 for n in (60, 270, 750))
     assert simulate(config, 270, near, 34.0)[0] <= 800
+    line = describe(near, config, keeps_up)
+    assert "SLOWER" not in line and "pause" not in line, line
 
 
 def test_a_machine_slower_than_real_time_gets_the_lowest_real_time_factor_and_says_so():

@@ -179,11 +179,12 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def describe(speed: CpuSpeed, config: StreamingConfig, keeps_up: bool) -> str:
     """The start-up line: how fast, faster or slower than real time, and the windows chosen."""
     first, rtf, _ = simulate(config, SENTENCE_FRAMES, speed, speed.text_ms)
-    verdict = (
-        f"faster than real time ({1 / rtf:.2f}x)"
-        if rtf < 1
-        else f"SLOWER than real time ({rtf:.2f}x the audio's length)"
-    )
+    if rtf < 0.995:
+        verdict = f"faster than real time ({1 / rtf:.2f}x)"
+    elif keeps_up:  # (the windows chosen never run dry, with nothing to spare)
+        verdict = f"about as fast as real time ({rtf:.2f}x the audio's length)"
+    else:
+        verdict = f"SLOWER than real time ({rtf:.2f}x the audio's length)"
     pauses = "" if keeps_up else "; long sentences will pause while they are generated"
     return (
         f"CPU speed ({speed.threads} threads): a step takes {speed.step_ms:.1f} ms (a frame is {FRAME_MS:.1f} ms of speech), "
