@@ -71,7 +71,8 @@ class PromptCache:
         inputs = torch.cat([torch.full_like(codes[:1], BOS), codes[:-1]])[None]
         with lower_precision(self.bf16):
             encoded, state = model.encode_audio(inputs, model.init_state(1, job.initial_state))
-        encoded, state = encoded.float(), state.to(torch.float32)
+        if self.bf16:  # (autocast's outputs back to the float32 the CPU model works in)
+            encoded, state = encoded.float(), state.to(torch.float32)
         entry = self._entries[key] = EncodedPrompt(job.prompt_codes, job.initial_state, encoded, state)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
