@@ -24,11 +24,9 @@ candidates that lost, and how far the logits are from the float32 model.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic import atomic_write_bytes
 from .config import GATE_LOGIT_NORMALIZER, GLAConfig
 from .cross_attention import TextContext
 from .gla import GLABlock, GLAState
@@ -283,19 +282,15 @@ def _cached_graph(path: Path | None) -> bytes | None:
 
 
 def _store_graph(path: Path, graph: bytes) -> None:
-    """Write atomically (a partial file never has the final name) and drop the other models'
-    graphs; a full or read-only disk costs the next start the build, nothing else."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write atomically (``atomic.atomic_write_bytes``) and drop the other models' graphs; a full
+    or read-only disk costs the next start the build, nothing else."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(graph)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, graph)
         for old in path.parent.glob("cpu-step-*.onnx"):
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as err:
-        with contextlib.suppress(OSError):  # (the folder itself may be what failed)
-            tmp.unlink(missing_ok=True)
         _LOGGER.warning("could not keep the CPU step in %s (%s): the next start builds it again", path.parent, err)
 
 
