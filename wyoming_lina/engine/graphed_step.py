@@ -70,7 +70,7 @@ class GraphedStep:
         self._plain_graphs: dict[tuple[int, int, int], torch.cuda.CUDAGraph] = {}  # kernels deferred
         self._plain_pool = None  # theirs (a pool whose graphs are all gone cannot take new ones)
         self._pool = None
-        self._stream = None  # where this step's graphs are captured (see _capture)
+        self._stream = None  # where this step's graphs are captured (_side_stream)
         self._bound: int | None = None  # the batch generation the buffers hold (unique per process)
         self._compute = self._compute_step
         if config.compile:
@@ -174,12 +174,7 @@ class GraphedStep:
 
     def _capture(self, key: tuple[int, int, int], plain: bool = False) -> torch.cuda.CUDAGraph:
         B, N, K = key
-        # ONE stream for every warm-up and capture of this step: cuBLAS keeps a workspace for each
-        # stream it has run on (32 MiB on Hopper), so a new stream per capture held ~0.9 GiB of
-        # workspaces for 24 graphs (measured on an H200 with bench/gpu_memory.py)
-        if self._stream is None:
-            self._stream = torch.cuda.Stream()
-        stream = self._stream
+        stream = self._side_stream()
         stream.wait_stream(torch.cuda.current_stream())
         snapshot = self._snapshot()
         with torch.cuda.stream(stream):  # warm-up outside the graph (allocations, autotuning)
@@ -198,6 +193,14 @@ class GraphedStep:
         self._restore(snapshot)  # capture ran the step once more; undo it
         _LOGGER.debug("captured decode step graph B=%d N=%d K=%d", B, N, K)
         return graph
+
+    def _side_stream(self) -> torch.cuda.Stream:
+        """ONE stream for every warm-up, precompile and capture of this step: cuBLAS keeps a
+        workspace for each stream it has run on (32 MiB on Hopper), so a new stream per capture
+        held ~0.9 GiB of workspaces for 24 graphs (measured on an H200 with bench/gpu_memory.py)."""
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        return self._stream
 
     def _snapshot(self):
         b = self._buffers
@@ -264,9 +267,7 @@ class GraphedStep:
         buffers, whose contents do not matter until a batch is bound."""
         if self._buffers is None:
             raise RuntimeError("precompile needs buffers (allocate or allocate_like first)")
-        if self._buffers["next_tokens"].is_cuda and self._stream is None:
-            self._stream = torch.cuda.Stream()  # (the one its graphs are captured on: see _capture)
-        stream = self._stream if self._buffers["next_tokens"].is_cuda else None
+        stream = self._side_stream() if self._buffers["next_tokens"].is_cuda else None
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             for key in keys:
                 self._step_into_buffers(*key)
