@@ -374,7 +374,7 @@ def run_load(port: int, clients: int, args, voice: str) -> list[dict]:
         command = [
             sys.executable, str(HERE / "load_clients.py"), "--port", str(port), "--clients", str(n),
             "--requests", str(requests_per_client(clients, args)), "--voice", voice,
-            "--start-at", str(start_at), "--offset", str(offset),
+            "--start-at", str(start_at), "--offset", str(offset), "--sentences", str(args.sentences),
         ]  # fmt: skip
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
         offset += n
@@ -394,6 +394,8 @@ def summarize(records: list[dict], sample_rate: int = 24000) -> dict:
     wall = max(r["end"] for r in records) - begin
     audio = sum(r["samples"] for r in ok) / sample_rate
     errors = sorted({r["error"] for r in records if r["error"]})
+    # each request's wall time over its audio's length, as a client measures it (not the log's)
+    rtf = [(r["end"] - r["start"]) / (r["samples"] / sample_rate) for r in ok if r["samples"]]
     return {
         "requests": len(records),
         "errors": len(records) - len(ok),
@@ -403,6 +405,8 @@ def summarize(records: list[dict], sample_rate: int = 24000) -> dict:
         "audio s": audio,
         "wall s": wall,
         "x real time": audio / wall if wall > 0 else 0.0,
+        "request rtf p50": pct(rtf, 0.5),
+        "request rtf max": max(rtf, default=None),
     }
 
 
@@ -547,6 +551,10 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{1000 * value:.0f}"
 
 
+def ratio_pair(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a:.2f}, {b:.2f}"
+
+
 def seconds(value) -> str:
     return "-" if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
@@ -567,8 +575,12 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
     ]
     if startup.get("probe error"):
         out += ["", f"A request sent during start-up failed: {startup['probe error']}"]
-    out += ["", f"## Load ({args.voice} voice, a new connection per request, two-sentence texts)", ""]
-    head = "| clients | requests (errors) | TTFA p50 / p95 ms | x real time | event loop CPU ms per request | read -> queued p50 / p95 ms |"
+    texts = "two-sentence texts" if args.sentences == 2 else "one sentence per request"
+    out += ["", f"## Load ({args.voice} voice, a new connection per request, {texts})", ""]
+    head = (
+        "| clients | requests (errors) | TTFA p50 / p95 ms | x real time | request wall / audio p50, max "
+        "| event loop CPU ms per request | read -> queued p50 / p95 ms |"
+    )
     if engine:
         head += " engine TTFA p50 / p95 ms | engine x real time | TTFA p50 server / engine | aggregate server / engine | in-process synthesizer TTFA p50 ms, x real time |"
     out += [head, "|" + "---|" * head.count(" |")]
@@ -579,7 +591,7 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
         queued = f"{q50:.1f} / {q95:.1f}" if q50 is not None else "-"
         row = (
             f"| {clients} | {s['requests']} ({s['errors']}) | {ms(s['ttfa p50'])} / {ms(s['ttfa p95'])} | "
-            f"{times(s['x real time'])} | {loop_ms} | {queued} |"
+            f"{times(s['x real time'])} | {ratio_pair(s['request rtf p50'], s['request rtf max'])} | {loop_ms} | {queued} |"
         )
         if engine:
             e, y = engine[f"engine {clients}"], engine[f"synthesizer {clients}"]
@@ -628,6 +640,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="requests per client, one after another")
     parser.add_argument("--min-requests", type=int, default=16, help="at least this many requests per load")
     parser.add_argument("--voice", choices=("prompt", "state"), default="prompt")
+    parser.add_argument(
+        "--sentences", type=int, choices=(1, 2), default=2, help="two-sentence texts, or only their first sentence"
+    )
     parser.add_argument("--max-batch", type=int, help="--max-batch of the server and the engine")
     parser.add_argument(
         "--sentence-seconds", type=float, default=60.0, help="--max-sentence-seconds (the server's default: 60)"

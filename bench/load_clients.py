@@ -4,7 +4,8 @@
 
 Runs in its own process (never the server's): ``--clients`` asyncio clients, each sending
 ``--requests`` requests one after another, every request on a NEW connection (as Home Assistant
-does), a two-sentence text, and reading up to ``audio-stop``. Prints one JSON object: per request
+does), a two-sentence text (``--sentences 1``: its first sentence only), and reading up to
+``audio-stop``. Prints one JSON object: per request
 its start (epoch seconds, taken before ``synthesize`` is written), time to first ``audio-chunk``,
 end, samples received and the error (if any). Imports no torch: the client must stay light.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 
@@ -40,6 +42,12 @@ def pct(values: list[float], q: float) -> float | None:
         return None
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def request_text(index: int, sentences: int = 2) -> str:
+    """The index-th text (cycling), whole or only its first sentence."""
+    text = TEXTS[index % len(TEXTS)]
+    return text if sentences > 1 else re.split(r"(?<=[.!?]) ", text, maxsplit=1)[0]
 
 
 async def one_request(host: str, port: int, text: str, voice: str | None) -> dict:
@@ -77,7 +85,14 @@ async def one_request(host: str, port: int, text: str, voice: str | None) -> dic
 
 
 async def run_clients(
-    host: str, port: int, clients: int, requests: int, voice: str | None, start_at: float, offset: int
+    host: str,
+    port: int,
+    clients: int,
+    requests: int,
+    voice: str | None,
+    start_at: float,
+    offset: int,
+    sentences: int = 2,
 ) -> list[dict]:
     delay = start_at - time.time()
     if delay > 0:
@@ -86,7 +101,7 @@ async def run_clients(
     async def client(i: int) -> list[dict]:
         out = []
         for r in range(requests):
-            text = TEXTS[(offset + i + r * 3) % len(TEXTS)]
+            text = request_text(offset + i + r * 3, sentences)
             out.append({"client": offset + i, **await one_request(host, port, text, voice)})
         return out
 
@@ -105,9 +120,12 @@ def main() -> None:
         "--start-at", type=float, default=0.0, help="epoch seconds to start at (several processes together)"
     )
     parser.add_argument("--offset", type=int, default=0, help="number of the first client (texts differ per client)")
+    parser.add_argument("--sentences", type=int, choices=(1, 2), default=2, help="1: each text's first sentence only")
     args = parser.parse_args()
     records = asyncio.run(
-        run_clients(args.host, args.port, args.clients, args.requests, args.voice, args.start_at, args.offset)
+        run_clients(
+            args.host, args.port, args.clients, args.requests, args.voice, args.start_at, args.offset, args.sentences
+        )
     )
     json.dump({"records": records}, sys.stdout)
     sys.stdout.write("\n")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from wyoming_lina.model import LinaState, TextContext
-from wyoming_lina.model.cpu_step import OnnxStep
+from wyoming_lina.model.cpu_step import OnnxStep, _conv_window
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: robust on a busy 2-core machine
 
@@ -168,6 +168,24 @@ def test_the_state_passed_in_is_not_modified(model, quantized):
         _, new = quantized.step(ctx.select(rows), tokens[rows, 5], given)
         assert all(torch.equal(a, b) for a, b in zip(before, [t for layer in given.layers for t in layer]))
         assert not any(torch.equal(a.S, b.S) for a, b in zip(given.layers, new.layers))
+
+
+@torch.inference_mode()
+def test_its_own_conv_windows_are_passed_back_without_a_copy(model, quantized):
+    """The step hands out each layer's q, k and v windows as views of one tensor; the next step
+    binds that tensor as it is (the engine's loop runs under inference_mode, where views have no
+    ``_base``), and stacks any other state's windows (a float32 prefill, ``select``) once."""
+    text, tokens = _tokens(model, 2, 3, seed=3)
+    ctx = model.encode_text(text)
+    _, state = _teacher_forced(quantized.step, ctx, model.init_state(2), tokens[:, :2])
+    for layer in state.layers:
+        window = _conv_window(layer)
+        assert window.data_ptr() == layer.conv_q.data_ptr()
+        assert torch.equal(window, torch.cat([layer.conv_q, layer.conv_k, layer.conv_v], 1))
+    for layer in state.select([1, 0]).layers + model.init_state(2).layers:
+        window = _conv_window(layer)
+        assert window.data_ptr() != layer.conv_q.data_ptr()
+        assert torch.equal(window, torch.cat([layer.conv_q, layer.conv_k, layer.conv_v], 1))
 
 
 @torch.inference_mode()

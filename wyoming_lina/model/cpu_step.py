@@ -380,17 +380,14 @@ def _conv_window(state: GLAState) -> torch.Tensor:
     windows as views of one tensor, so a state it made costs nothing here; any other (a float32
     prefill, ``LinaState.select``) is stacked once."""
     q, k, v = state.conv_q, state.conv_k, state.conv_v
-    base = q._base
+    # (checked by pointers and strides, not ``_base``: views made under inference_mode have none)
+    B, width, K = q.shape[0], q.shape[1] + k.shape[1] + v.shape[1], q.shape[2]
+    stride = (width * K, K, 1)
     if (
-        base is not None
-        and k._base is base
-        and v._base is base
-        and base.dtype == torch.float32
-        and base.shape[0] == q.shape[0]
-        and base.shape[1] == q.shape[1] + k.shape[1] + v.shape[1]
-        and q.data_ptr() == base.data_ptr()
-        and k.data_ptr() == q.data_ptr() + q.shape[1] * q.stride(1) * q.element_size()
-        and v.data_ptr() == k.data_ptr() + k.shape[1] * k.stride(1) * k.element_size()
+        all(t.dtype == torch.float32 and t.shape[0] == B and t.shape[2] == K and t.stride() == stride for t in (q, k, v))
+        and q.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
+        and k.data_ptr() == q.data_ptr() + q.shape[1] * K * 4
+        and v.data_ptr() == k.data_ptr() + k.shape[1] * K * 4
     ):
-        return base
+        return q.as_strided((B, width, K), stride)
     return torch.cat([q, k, v], dim=1).float()
