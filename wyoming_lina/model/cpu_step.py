@@ -384,7 +384,9 @@ def _conv_window(state: GLAState) -> torch.Tensor:
     B, width, K = q.shape[0], q.shape[1] + k.shape[1] + v.shape[1], q.shape[2]
     stride = (width * K, K, 1)
     if (
-        all(t.dtype == torch.float32 and t.shape[0] == B and t.shape[2] == K and t.stride() == stride for t in (q, k, v))
+        all(
+            t.dtype == torch.float32 and t.shape[0] == B and t.shape[2] == K and t.stride() == stride for t in (q, k, v)
+        )
         and q.untyped_storage().data_ptr() == v.untyped_storage().data_ptr()
         and k.data_ptr() == q.data_ptr() + q.shape[1] * K * 4
         and v.data_ptr() == k.data_ptr() + k.shape[1] * K * 4
