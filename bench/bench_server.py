@@ -223,9 +223,12 @@ class ServerProcess:
         return self.proc.returncode
 
 
-async def measure_startup(server: ServerProcess, voice: str, timeout: float) -> dict[str, float | str | None]:
+async def measure_startup(
+    server: ServerProcess, voice: str, timeout: float, probe_every: float = 0.0
+) -> dict[str, float | str | None]:
     """Poll the port; once it listens, ask ``describe`` until answered, then send one request at
-    once (during warm-up if the server serves before it is warm); wait for the warm-up line."""
+    once (during warm-up if the server serves before it is warm), and with ``probe_every`` one more
+    every that many seconds until the warm-up line (the worst first audio over the whole warm-up)."""
     from wyoming.event import async_read_event, async_write_event
     from wyoming.info import Describe
 
@@ -266,11 +269,20 @@ async def measure_startup(server: ServerProcess, voice: str, timeout: float) -> 
     out["that request done"] = probe["end"] - server.started
     out["probe error"] = probe["error"]
     out["TTFA during warm-up"] = None
+    probes: list[tuple[float, float | None]] = []  # (sent, seconds after start; TTFA)
     if "warm" not in server.milestones():  # a request while the fast paths are still being prepared
         during = await one_request("127.0.0.1", server.port, TEXTS[1], voice)
         out["TTFA during warm-up"] = during["ttfa"]
         out["probe error"] = out["probe error"] or during["error"]
+        probes.append((during["start"] - server.started, during["ttfa"]))
+    next_probe = time.monotonic() + probe_every if probe_every else math.inf
     while "warm" not in (found := server.milestones()):
+        if time.monotonic() >= next_probe:  # one request every probe_every seconds until warm
+            during = await one_request("127.0.0.1", server.port, TEXTS[len(probes) % len(TEXTS)], voice)
+            probes.append((during["start"] - server.started, during["ttfa"]))
+            out["probe error"] = out["probe error"] or during["error"]
+            next_probe = time.monotonic() + probe_every
+            continue
         # without a compiler (no Triton) the warm-up ends after its last graphs with no line of its own
         quiet = time.time() - server.started - found.get("last warm-up line", math.inf)
         if server.proc.poll() is not None or time.monotonic() > deadline or quiet > WARM_QUIET_S:
@@ -280,6 +292,14 @@ async def measure_startup(server: ServerProcess, voice: str, timeout: float) -> 
             )
             break
         await asyncio.sleep(0.1)
+    if probes:
+        ttfas = [t for _, t in probes if t is not None]
+        worst = max(probes, key=lambda p: p[1] if p[1] is not None else math.inf)
+        out["warm-up probes"] = len(probes)
+        out["warm-up probe TTFA p50"] = pct(ttfas, 0.5)
+        out["warm-up probe TTFA max"] = worst[1]
+        out["warm-up probe worst sent at"] = worst[0]
+        out["warm-up probes (sent s, TTFA ms)"] = [(round(a, 1), round(1000 * b) if b else None) for a, b in probes]
     return out
 
 
@@ -573,6 +593,13 @@ def tables(startup: dict, milestones: dict, loads: dict, engine: dict | None, me
         f"{seconds(startup['first audio (request at listening)'])} | {ms(startup['TTFA during warm-up'])} | "
         f"{seconds(milestones.get('warm'))} |"
     ]
+    if startup.get("warm-up probes"):
+        out += [
+            "",
+            f"Requests during the warm-up: {startup['warm-up probes']}, time to first audio p50 "
+            f"{ms(startup['warm-up probe TTFA p50'])} ms, worst {ms(startup['warm-up probe TTFA max'])} ms "
+            f"(sent {seconds(startup['warm-up probe worst sent at'])} s after start).",
+        ]
     if startup.get("probe error"):
         out += ["", f"A request sent during start-up failed: {startup['probe error']}"]
     texts = "two-sentence texts" if args.sentences == 2 else "one sentence per request"
@@ -678,6 +705,13 @@ def main() -> None:
         "--cprofile", metavar="FILE", help="run the server under cProfile (its main thread: the event loop)"
     )
     parser.add_argument("--startup-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--warmup-probe-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="during the warm-up, one request every SECONDS (their worst time to first audio)",
+    )
     parser.add_argument("--role", choices=("engine",), help=argparse.SUPPRESS)
     parser.add_argument("--prepared", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -708,7 +742,9 @@ def main() -> None:
             memory.pid = server.proc.pid
         loads = {}
         try:
-            startup = asyncio.run(measure_startup(server, args.voice_name, args.startup_timeout))
+            startup = asyncio.run(
+                measure_startup(server, args.voice_name, args.startup_timeout, args.warmup_probe_every)
+            )
             milestones = server.milestones()
             print(f"# start-up: {json.dumps(startup)} log: {json.dumps(milestones)}", file=sys.stderr)
             for clients in args.loads:
