@@ -20,7 +20,6 @@ import logging
 import torch
 
 from ..codec import WavTokenizer
-from .graph_capture import capturing
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,8 +104,8 @@ class CodecGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        # (graph_capture: other threads' CUDA work, a background compilation, goes on meanwhile)
-        with capturing(graph, self._pool, self.cuda_stream):
+        # thread_local: other threads' CUDA work (a background compilation) may go on meanwhile
+        with torch.cuda.graph(graph, pool=self._pool, stream=self.cuda_stream, capture_error_mode="thread_local"):
             audio = self.codec.decode(codes, check=False)
         _LOGGER.debug("captured codec window graph B=%d T=%d", batch, size)
         return graph, codes, audio

@@ -33,7 +33,6 @@ from ..model import LinaModel, LinaState, TextContext
 from ..model.gla import GLAState
 from ..triton_support import kernels_deferred
 from .batch import ActiveBatch
-from .graph_capture import capturing
 from .sampling import sample_tokens
 
 _LOGGER = logging.getLogger(__name__)
@@ -187,9 +186,9 @@ class GraphedStep:
             self._plain_pool = torch.cuda.graph_pool_handle()
         elif not plain and self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        # (graph_capture: another thread may compile and autotune kernels while this one captures)
+        # thread_local: another thread may compile (and run kernels) while this one captures
         pool = self._plain_pool if plain else self._pool
-        with capturing(graph, pool, stream):
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
             self._step_into_buffers(B, N, K)
         self._restore(snapshot)  # capture ran the step once more; undo it
         _LOGGER.debug("captured decode step graph B=%d N=%d K=%d", B, N, K)
