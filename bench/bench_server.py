@@ -696,6 +696,11 @@ def main() -> None:
         "--py-spy", metavar="FILE", help="record the server with py-spy during the largest load (.svg or .json)"
     )
     parser.add_argument("--py-spy-gil", action="store_true", help="py-spy: only samples that hold the GIL")
+    parser.add_argument(
+        "--py-spy-startup",
+        metavar="FILE",
+        help="record the server with py-spy from its start to the end of its warm-up",
+    )
     parser.add_argument("--py-spy-load", type=int, help="py-spy: record at this load (default: the largest)")
     parser.add_argument(
         "--text-path", action="store_true", help="only time the text work of a request in this process (no server)"
@@ -742,9 +747,15 @@ def main() -> None:
             memory.pid = server.proc.pid
         loads = {}
         try:
-            startup = asyncio.run(
-                measure_startup(server, args.voice_name, args.startup_timeout, args.warmup_probe_every)
-            )
+            spy = py_spy(server.proc.pid, args.py_spy_startup, False) if args.py_spy_startup else None
+            try:
+                startup = asyncio.run(
+                    measure_startup(server, args.voice_name, args.startup_timeout, args.warmup_probe_every)
+                )
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(120)
             milestones = server.milestones()
             print(f"# start-up: {json.dumps(startup)} log: {json.dumps(milestones)}", file=sys.stderr)
             for clients in args.loads:
