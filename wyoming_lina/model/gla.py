@@ -17,7 +17,7 @@ from torch import nn
 from ..triton_support import kernels_deferred
 from .config import GATE_LOGIT_NORMALIZER, GLAConfig
 from .kernels import gla, naive_gla
-from .layers import LayerNorm, Linear, SwiGLU, project
+from .layers import LayerNorm, Linear, SwiGLU, project, share_rows
 
 
 class GLAState(NamedTuple):
@@ -88,13 +88,16 @@ class GatedLinearAttention(nn.Module):
         """Stack the q/k/v/g weights and the folded low-rank gate (W2 @ W1) into one matrix:
         one GEMM instead of six per step. The gate's bias is added in float32 afterwards.
 
-        An inference-time copy (not in the state_dict); call again if the weights change."""
+        An inference-time tensor (not in the state_dict); call again if the weights change. The
+        q/k/v/g weights become views of its rows (``layers.share_rows``), so each is held once and
+        the folded gate is the only memory added; the state_dict and every reader of those
+        weights see the same values as before."""
+        projections = (self.q_proj, self.k_proj, self.v_proj, self.g_proj)
         dtype = self.q_proj.weight.dtype
         down, up = self.gk_proj[0].weight.float(), self.gk_proj[1].weight.float()
         gate = (up @ down).to(dtype)  # (key_dim, d): the low-rank gate as one matrix
-        self.fused_in = torch.cat(
-            [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight, self.g_proj.weight, gate]
-        )
+        self.fused_in = torch.cat([p.weight for p in projections] + [gate])
+        share_rows(self.fused_in, [p.weight for p in projections])
 
     def _projections(self, h: torch.Tensor):
         """q, k, v, output gate, and the decay-gate logits (float32)."""

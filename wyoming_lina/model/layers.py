@@ -47,6 +47,22 @@ def project(x: torch.Tensor, w: torch.Tensor, small_batch_gemv: bool = False) ->
     return F.linear(x.to(w.dtype), w)
 
 
+def share_rows(whole: torch.Tensor, params: list[torch.Tensor]) -> None:
+    """Make each parameter a view of the next stretch of ``whole`` (contiguous), which must
+    already hold its values there: an inference-time tensor built from weights (a fused or
+    padded copy) then holds them once instead of beside them. A parameter of another dtype or
+    device than ``whole`` is left as it is (held twice, still correct). Its state_dict, its
+    readers and ``load_state_dict`` (which copies into it, so into ``whole``) see the same values;
+    changing it changes ``whole`` too, which is why the ``fuse_projections`` that call this must
+    be called again after weights change anyway (their other parts are computed)."""
+    flat, offset = whole.view(-1), 0
+    for p in params:
+        n = p.numel()
+        if p.dtype == whole.dtype and p.device == whole.device:
+            p.data = flat[offset : offset + n].view(p.shape)
+        offset += n
+
+
 class Linear(nn.Linear):
     """nn.Linear that computes in its weight's dtype and returns the input's dtype."""
 
@@ -76,6 +92,7 @@ class SwiGLU(nn.Module):
 
     def __init__(self, d: int, hidden: int):
         super().__init__()
+        self.hidden = hidden
         self.p_in = Linear(d, 2 * hidden)
         self.p_out = Linear(hidden, d)
         self.register_buffer("padded_in", None, persistent=False)
@@ -84,27 +101,35 @@ class SwiGLU(nn.Module):
 
     @torch.no_grad()
     def fuse_projections(self) -> None:
-        """Pad the hidden size with zero rows/columns to a multiple of 64 (same results: silu(0) * 0
-        = 0 meets zero columns). Lina's hidden size 1365 is odd, which leaves cuBLAS only its
-        unaligned GEMM kernels (the slowest GEMMs of a GPU step). An inference-time copy (not in
-        the state_dict); call again if the weights change."""
-        hidden = self.p_out.weight.shape[1]
+        """Pad the hidden size with zeros to a multiple of 64 (same results, below). Lina's hidden
+        size 1365 is odd, which leaves cuBLAS only its unaligned GEMM kernels (the slowest GEMMs
+        of a GPU step). An inference-time tensor (not in the state_dict); call again if the
+        weights change.
+
+        ``padded_in`` is p_in's weight (gate rows, then value rows) followed by zero rows, 2 x
+        the padded width in all; its bias likewise. The gate is then the first padded-width
+        columns of the product and the values the padded-width columns from ``hidden`` on: lane
+        i < hidden pairs gate i with value i as before, and every lane beyond meets a zero value
+        (silu(anything finite) * 0 = 0) and a zero column of ``padded_out``, whose first
+        ``hidden`` columns are p_out's weight. So p_in's weight and bias and p_out's weight are
+        views of these tensors (``share_rows``; p_out's a strided one): each weight held once."""
+        hidden = self.hidden
         padded = aligned_width(hidden)
-        w_in, b_in = self.p_in.weight, self.p_in.bias
-        self.padded_in = w_in.new_zeros(2 * padded, w_in.shape[1])
-        self.padded_in_bias = b_in.new_zeros(2 * padded)
-        for half in range(2):  # gate rows, then value rows
-            self.padded_in[half * padded : half * padded + hidden] = w_in[half * hidden : (half + 1) * hidden]
-            self.padded_in_bias[half * padded : half * padded + hidden] = b_in[half * hidden : (half + 1) * hidden]
-        self.padded_out = self.p_out.weight.new_zeros(self.p_out.weight.shape[0], padded)
-        self.padded_out[:, :hidden] = self.p_out.weight
+        w_in, b_in, w_out = self.p_in.weight, self.p_in.bias, self.p_out.weight
+        self.padded_in = torch.cat([w_in, w_in.new_zeros(2 * (padded - hidden), w_in.shape[1])])
+        self.padded_in_bias = torch.cat([b_in, b_in.new_zeros(2 * (padded - hidden))])
+        self.padded_out = w_out.new_zeros(w_out.shape[0], padded)
+        self.padded_out[:, :hidden] = w_out
+        share_rows(self.padded_in, [w_in])
+        share_rows(self.padded_in_bias, [b_in])
+        w_out.data = self.padded_out[:, :hidden]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padded_in is None:
             gate, h = self.p_in(x).chunk(2, dim=-1)
             return self.p_out(F.silu(gate) * h)
-        w = self.padded_in
-        y = project(x, w, self.small_batch_gemv) + self.padded_in_bias
-        gate, h = y.chunk(2, dim=-1)
+        y = project(x, self.padded_in, self.small_batch_gemv) + self.padded_in_bias
+        padded = self.padded_out.shape[1]
+        gate, h = y[..., :padded], y[..., self.hidden : self.hidden + padded]  # (overlapping views)
         out = project(F.silu(gate) * h, self.padded_out, self.small_batch_gemv) + self.p_out.bias
         return out.to(x.dtype)

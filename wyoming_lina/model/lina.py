@@ -20,7 +20,7 @@ from .config import LinaConfig
 from .cross_attention import BlindCrossAttention, TextContext
 from .gla import GatedLinearAttention, GLABlock
 from .kernels import gla
-from .layers import GEMV_MAX_ROWS, aligned_width, project
+from .layers import GEMV_MAX_ROWS, aligned_width, project, share_rows
 from .state import InitialState, LinaState, initial_lina_state
 from .text_encoder import TextEncoder
 
@@ -102,12 +102,14 @@ class LinaModel(nn.Module):
         kernel (model/triton_step.py). The logits head's 4099 rows are padded
         with zero rows to a multiple of 64 for the batches the GEMV does not take: for the odd width
         cuBLAS has only an unaligned kernel (30 us per step at batch 256 on an H200). Inference-time
-        copies (not in the state_dict); call again if the weights change."""
+        tensors (not in the state_dict); call again if the weights change. The weights they are
+        built from become views of them (``layers.share_rows``), so every weight is held once."""
         with torch.no_grad():
             head = self.logits_head.weight[0]
             self.padded_head = torch.cat(
                 [head, head.new_zeros(aligned_width(head.shape[0]) - head.shape[0], head.shape[1])]
             )
+            share_rows(self.padded_head, [self.logits_head.weight])
         cuda_triton = fused_kernels_apply(self.device.type)
         small_batch_gemv = cuda_triton if small_batch_gemv is None else small_batch_gemv
         fused_step = cuda_triton if fused_step is None else fused_step
@@ -154,10 +156,12 @@ class LinaModel(nn.Module):
         return initial_lina_state(self.config, batch, initial_state, self.device)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        head = self.logits_head.weight[0]
-        if self.padded_head is None or torch.is_grad_enabled() or hidden.numel() // hidden.shape[-1] <= GEMV_MAX_ROWS:
-            return project(hidden, head, self.small_batch_gemv).float()
-        return project(hidden, self.padded_head, self.small_batch_gemv)[..., : head.shape[0]].float()
+        if self.padded_head is None or torch.is_grad_enabled():
+            return project(hidden, self.logits_head.weight[0], self.small_batch_gemv).float()
+        vocab = self.config.out_vocab  # (the head's rows of padded_head: the weight's own memory)
+        if hidden.numel() // hidden.shape[-1] <= GEMV_MAX_ROWS:
+            return project(hidden, self.padded_head[:vocab], self.small_batch_gemv).float()
+        return project(hidden, self.padded_head, self.small_batch_gemv)[..., :vocab].float()
 
     def forward_audio(self, ctx: TextContext, audio_ids: torch.Tensor, state: LinaState):
         """Parallel pass: audio_ids [B, T] (BOS-first token ids) -> logits [B, T, V], new state.

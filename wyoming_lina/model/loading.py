@@ -107,4 +107,10 @@ def save_safetensors(model: LinaModel, path: str | Path) -> None:
     """Write the weights (float32, upstream names) so restarts load without unpickling."""
     from safetensors.torch import save_file
 
-    save_file({k: v.float().contiguous().cpu() for k, v in model.state_dict().items()}, str(path))
+    save_file({k: _alone(v.float().contiguous().cpu()) for k, v in model.state_dict().items()}, str(path))
+
+
+def _alone(t: torch.Tensor) -> torch.Tensor:
+    """t, or a copy of it where it is a view of a larger tensor (a prepared model's weights are
+    views of its fused copies, ``layers.share_rows``; older safetensors refuse shared memory)."""
+    return t if t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
