@@ -255,16 +255,25 @@ def test_backbone_and_decode(codec, vec, case):
 
 def test_inference_copies_decode_the_same_and_keep_the_state_dict(codec_dir, vec):
     """The engine folds each ConvNeXt block's gamma into its second pointwise layer (one
-    elementwise pass less per block) and keeps the dense convs' weights channels-last: the
-    decode must still reproduce upstream's audio."""
+    elementwise pass less per block; in place: gamma becomes ones) and stores the embedding
+    conv's weight channels-last (the pos-net's too behind CUDA's GroupNorm kernel): the decode
+    must still reproduce upstream's audio, and folding again must change nothing."""
     codec = load_codec(codec_dir / "config.yaml", codec_dir / "model.ckpt")
     keys = set(codec.state_dict())
+    gamma = codec.backbone.convnext[0].gamma.clone()
+    w2 = codec.backbone.convnext[0].pwconv2.weight.clone()
     codec.backbone.fold_layer_scales()
     codec.backbone.cache_conv_weights()
     assert set(codec.state_dict()) == keys
-    assert all(block.scaled_pw2_weight is not None for block in codec.backbone.convnext)
-    cached = codec.backbone.pos_net[0].conv1.channels_last_weight
-    assert cached.is_contiguous(memory_format=torch.channels_last) and cached.shape[2] == 1
+    block = codec.backbone.convnext[0]
+    assert all(b.layer_scale_folded for b in codec.backbone.convnext) and bool((block.gamma == 1).all())
+    assert torch.equal(block.pwconv2.weight, w2 * gamma[:, None])
+    folded = {k: v.clone() for k, v in codec.state_dict().items()}
+    codec.backbone.fold_layer_scales()
+    assert all(torch.equal(folded[k], v) for k, v in codec.state_dict().items())
+    embed = codec.backbone.embed.weight
+    assert embed.unsqueeze(2).is_contiguous(memory_format=torch.channels_last) and not embed.is_contiguous()
+    assert codec.backbone.pos_net[0].conv1.weight.is_contiguous()  # (CPU: its input comes NCHW)
     for case in CASES:
         with torch.inference_mode():
             backbone_out = codec.backbone(vec[f"features{case}"], 0)
@@ -344,7 +353,7 @@ def test_head_projects_a_half_backbone_with_its_weight_in_that_dtype(codec_dir, 
 @pytest.mark.parametrize("groups", [1, 8])
 def test_conv_over_time_is_conv1d_in_time_major_layout(groups):
     """The backbone's convs take (B, T, C) (contiguous, or the transposed view a CPU GroupNorm
-    returns) and must equal nn.Conv1d on (B, C, T), with or without the cached weight."""
+    returns) and must equal nn.Conv1d on (B, C, T), with the weight plain or channels-last."""
     from wyoming_lina.codec.backbone import conv_over_time
 
     torch.manual_seed(groups)
@@ -354,12 +363,12 @@ def test_conv_over_time_is_conv1d_in_time_major_layout(groups):
         want = conv(x.transpose(1, 2)).transpose(1, 2)
         for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
             torch.testing.assert_close(conv_over_time(inp, conv), want, atol=1e-5, rtol=1e-5)
-        conv.register_buffer(
-            "channels_last_weight", conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        )
-        out = conv_over_time(x, conv)
-        assert out.shape == (3, 11, 24) and out.is_contiguous()
-        torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():  # as cache_conv_weights stores it
+            conv.weight.data = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
+        for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
+            out = conv_over_time(inp, conv)
+            assert out.shape == (3, 11, 24) and out.is_contiguous()
+            torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
 
 
 def test_group_norm_over_time_is_group_norm_in_time_major_layout():

@@ -60,12 +60,9 @@ def conv_over_time(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 
 
 def conv_weight(conv: nn.Conv1d) -> torch.Tensor:
-    """The conv's weight as (C_out, C_in, 1, k) channels-last: kept by ``cache_conv_weights``
-    (inference), else converted for this call."""
-    cached = getattr(conv, "channels_last_weight", None)
-    if cached is not None and cached.dtype == conv.weight.dtype and cached.device == conv.weight.device:
-        return cached
-    return conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    """The conv's weight as (C_out, C_in, 1, k) channels-last: a view of the weight itself once
+    ``cache_conv_weights`` stored it in that layout (inference), else converted for this call."""
+    return conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (no copy if it is)
 
 
 class ResnetBlock(nn.Module):
@@ -148,24 +145,28 @@ class ConvNeXtBlock(nn.Module):
         self.norm = AdaLayerNorm(num_embeddings, dim)
         self.pwconv1 = nn.Linear(dim, intermediate_dim)
         self.pwconv2 = nn.Linear(intermediate_dim, dim)
-        self.register_buffer("scaled_pw2_weight", None, persistent=False)  # see fold_layer_scale
-        self.register_buffer("scaled_pw2_bias", None, persistent=False)
 
     @torch.no_grad()
     def fold_layer_scale(self) -> None:
-        """gamma * pw2(h) = h @ (gamma W)^T + gamma b: keep pw2 with gamma folded in, so a decode
-        skips one elementwise pass over (B, T, C) per block (same result up to rounding). An
-        inference-time copy (not in the state_dict); call again if the weights change."""
+        """gamma * pw2(h) = h @ (gamma W)^T + gamma b: fold gamma into pw2, so a decode skips one
+        elementwise pass over (B, T, C) per block (same result up to rounding). In place, so the
+        weights are held once: pw2 then holds gamma W and gamma b and gamma is all ones, the same
+        function of the input (the state_dict has the folded values under the same names, and
+        folding again changes nothing). Weights loaded afterwards need this called again."""
         gamma = self.gamma.float()
-        self.scaled_pw2_weight = (self.pwconv2.weight.float() * gamma[:, None]).to(self.pwconv2.weight.dtype)
-        self.scaled_pw2_bias = (self.pwconv2.bias.float() * gamma).to(self.pwconv2.bias.dtype)
+        self.pwconv2.weight.copy_(self.pwconv2.weight.float() * gamma[:, None])
+        self.pwconv2.bias.copy_(self.pwconv2.bias.float() * gamma)
+        self.gamma.fill_(1.0)
+        self.layer_scale_folded = True
+
+    layer_scale_folded = False  # gamma is in pw2 (fold_layer_scale): the product by it is skipped
 
     def forward(self, x, bid: int):  # (B, T, C)
         h = depthwise_conv_over_time(x, self.dwconv)
         h = F.gelu(self.pwconv1(self.norm(h, bid)))
-        if self.scaled_pw2_weight is None:
-            return x + self.gamma * self.pwconv2(h)
-        return x + F.linear(h, self.scaled_pw2_weight, self.scaled_pw2_bias)
+        if self.layer_scale_folded:
+            return x + self.pwconv2(h)
+        return x + self.gamma * self.pwconv2(h)
 
 
 class VocosBackbone(nn.Module):
@@ -190,13 +191,19 @@ class VocosBackbone(nn.Module):
 
     @torch.no_grad()
     def cache_conv_weights(self) -> None:
-        """Keep each dense conv's weight in the channels-last layout its calls use (inference;
-        not in the state_dict; call again if the weights change)."""
+        """Store each dense conv's weight in the layout its calls use (inference): the weight
+        itself, same values and shape, so it is held once and ``conv_weight`` is a view of it.
+        Channels-last where the input comes channels-last: always for ``embed``, for the
+        ``pos_net`` convs behind the Triton GroupNorm (CUDA); behind the CPU's GroupNorm their
+        input is plain NCHW, and a channels-last weight would make PyTorch switch the conv's
+        layout (other rounding), so those stay as they are. Kept through ``to(dtype)``,
+        ``load_state_dict`` and the state_dict; call again if a weight is assigned anew."""
+        behind_kernel = self.embed.weight.is_cuda and triton_available()  # (group_norm_over_time's test)
         for conv in [self.embed] + [
             m for m in self.pos_net.modules() if isinstance(m, nn.Conv1d) and m.kernel_size[0] > 1
         ]:
-            conv.register_buffer("channels_last_weight", None, persistent=False)
-            conv.channels_last_weight = conv_weight(conv)  # (converted: nothing cached yet)
+            if conv is self.embed or behind_kernel:
+                conv.weight.data = conv_weight(conv).squeeze(2)
 
     def forward(self, x: torch.Tensor, bid: int = 0) -> torch.Tensor:
         """x: (B, input_channels, T), the transposed view of time-major codebook rows."""
