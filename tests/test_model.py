@@ -77,9 +77,12 @@ def test_parallel_pass_leaves_the_same_state_as_stepping(model, vec):
     par_logits, par_state = model.forward_audio(ctx, vec["audio_in"], model.init_state(1))
     step_logits, step_state = step_through(model, ctx, vec["audio_in"], model.init_state(1))
     torch.testing.assert_close(par_logits, step_logits, atol=1e-4, rtol=0)
+    # the parallel pass sums the recurrence in chunks (kernels.chunked_gla), stepping one frame at
+    # a time: float32 in another order. S grows to ~10 here, so an absolute 1e-5 alone is at the
+    # rounding's edge (1.6e-5 = 1.8e-6 relative on an AMD EPYC); a relative 1e-5 beside it
     for a, b in zip(par_state.layers, step_state.layers):
         for x, y in zip(a, b):
-            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
 
 
 def test_speaker_state_initial_state_and_logits(model, vec, lina_dir):
