@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from wyoming_lina.engine import EngineSettings, GenerationJob, SamplingOptions
+from wyoming_lina.engine.cpu_speed import bf16_prompts_faster
 from wyoming_lina.engine.prefill import Prefiller
 from wyoming_lina.engine.runner import PlainRunner
 from wyoming_lina.model import BOS, N_SPECIAL_AUDIO
@@ -80,3 +81,23 @@ def test_bfloat16_prompt_prefill_stays_close_and_float32(model, vec):
 def test_the_runner_uses_bfloat16_prompts_only_with_the_quantized_step(model):
     assert PlainRunner(model, EngineSettings(cpu_quant="q8")).prefill.bf16_prompts
     assert not PlainRunner(model, EngineSettings(cpu_quant="none")).prefill.bf16_prompts
+
+
+@torch.inference_mode()
+def test_a_cpu_where_bfloat16_is_no_faster_keeps_prompts_float32(model, vec):
+    """The start-up times a prompt's encoder pass both ways (``bf16_prompts_faster``) and, where
+    bfloat16 is not the required 20% faster, the prefiller goes back to float32: its prefill is
+    then the float32 one exactly, the encoder passes cached in bfloat16 dropped."""
+    assert bf16_prompts_faster(model, frames=8, min_gain=-100.0)  # any time at all passes this bar
+    assert not bf16_prompts_faster(model, frames=8, min_gain=1.0)  # no time at all would pass this one
+    jobs = prompt_jobs(vec)
+    prefiller = Prefiller(model, pad=True, max_batch=8, cache_size=4, bf16_prompts=True)
+    prefiller.prepare(jobs)
+    assert len(prefiller.prompts) == 1 and prefiller.prompts.bf16
+    prefiller.keep_prompts_float32()
+    assert not prefiller.bf16_prompts and len(prefiller.prompts) == 0 and not prefiller.prompts.bf16
+    got, exact = prefiller.prepare(jobs)[0], prefill(model, jobs, bf16=False)
+    for got_layer, exact_layer in zip(got.state.layers, exact.state.layers):
+        for a, b in zip(got_layer, exact_layer):
+            if b is not None:
+                assert torch.equal(a, b)

@@ -172,6 +172,28 @@ def choose_codec_dtype(codec, speed: CpuSpeed, min_gain: float = 0.2) -> CpuSpee
     return tried
 
 
+@torch.inference_mode()
+def bf16_prompts_faster(model, frames: int = 75, min_gain: float = 0.2) -> bool:
+    """Whether a prompt's encoder pass over ``frames`` frames (1 s) runs at least ``min_gain``
+    faster with its products in bfloat16 (autocast, as ``engine/prefill.py`` runs prompts) than in
+    float32 on this CPU. AVX-512 BF16 or AMX make it ~2.2x faster (a 2-core Xeon and a 2-core
+    EPYC, docs/cpu.md); a CPU without them emulates bfloat16 and would be slower. ~0.1 s."""
+    from .prefill import lower_precision
+
+    audio = torch.full((1, frames), BOS, dtype=torch.long)
+
+    def encode(bf16: bool) -> Callable[[], None]:
+        def run() -> None:
+            with lower_precision(bf16):
+                model.encode_audio(audio, model.init_state(1))
+
+        return run
+
+    encode(True)()  # first-use costs (bfloat16 weight copies, kernel choice)
+    float32_ms, bf16_ms = _median_ms(encode(False), 3), _median_ms(encode(True), 3)
+    return bf16_ms <= (1 - min_gain) * float32_ms
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 

@@ -5,8 +5,10 @@ The encoder half of a prompt's pass does not see the text, so it is computed onc
 cached (``PromptCache``); only the cross-attention and decoder half runs per request.
 
 On a CPU whose decode step is quantized (``cpu_quant`` q8), a prompt's passes run their matrix
-products in bfloat16 (``bf16_prompts``: autocast; AVX-512 BF16/AMX make them ~1.5x faster, a 5 s
-prompt's per-request pass 229 -> 150 ms on a 2-core Xeon), the state coming out in float32. Its
+products in bfloat16 (``bf16_prompts``: autocast; AVX-512 BF16/AMX make them ~1.5-2.2x faster, a
+5 s prompt's per-request pass 229 -> 150 ms on a 2-core Xeon, 333 -> 149 ms on a 2-core EPYC), the
+state coming out in float32; where bfloat16 measures no faster at start-up (a CPU without those
+instructions), prompts stay float32 (``keep_prompts_float32``). Its
 error (0.7% of the state, 0.5% of the next step's logits on the full-size random model, docs/cpu.md)
 is a tenth of what the quantized step itself adds at every frame. With ``cpu_quant`` none everything
 stays float32: the fixture tests' exact path.
@@ -91,6 +93,13 @@ class Prefiller:
         self.max_batch = max_batch  # prompts prefilled per pass
         self.bf16_prompts = bf16_prompts and model.device.type == "cpu"  # see the module docstring
         self.prompts = PromptCache(cache_size, self.bf16_prompts)
+
+    def keep_prompts_float32(self) -> None:
+        """Prefill prompts in float32 from now on (bfloat16 measured no faster on this CPU:
+        ``cpu_speed.bf16_prompts_faster``); encoder passes cached in bfloat16 are dropped."""
+        if self.bf16_prompts:
+            self.bf16_prompts = False
+            self.prompts = PromptCache(self.prompts.size, False)
 
     def groups(self, jobs: list[GenerationJob]) -> list[list[int]]:
         """Indices of ``jobs`` in the groups that start together: one prompt length (one voice)

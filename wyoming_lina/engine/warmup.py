@@ -81,10 +81,11 @@ class WarmUp:
     def prepare_cpu(self) -> None:
         """On a CPU, before the engine serves: time the step and the codec (about a second; a
         measurement beside traffic would measure the traffic; with ``cpu_quant`` q8 the codec in
-        bfloat16 too, kept where faster: ``choose_codec_dtype``), choose the streaming windows from
+        bfloat16 too, kept where faster: ``choose_codec_dtype``, and a prompt's prefill likewise:
+        ``bf16_prompts_faster``), choose the streaming windows from
         them (under a second of simulation; every stream then opens with the same windows, so a
         request sounds the same whenever it comes) and say how fast this machine speaks."""
-        from .cpu_speed import choose_codec_dtype, choose_streaming, describe, measure
+        from .cpu_speed import bf16_prompts_faster, choose_codec_dtype, choose_streaming, describe, measure
 
         engine = self.engine
         if engine.model.device.type != "cpu":
@@ -92,6 +93,10 @@ class WarmUp:
         self.speed = self._on_engine(measure, engine.model, engine.runner.step, engine.decoder.codec)
         if engine.settings.cpu_quant == "q8":  # (none: the model and the codec exactly, float32)
             self.speed = self._on_engine(choose_codec_dtype, engine.decoder.codec, self.speed)
+            prefill = engine.runner.prefill
+            if prefill.bf16_prompts and not self._on_engine(bf16_prompts_faster, engine.model):
+                self._on_engine(prefill.keep_prompts_float32)
+                _LOGGER.info("voice prompts are prefilled in float32: bfloat16 is no faster on this CPU")
         config, keeps_up = choose_streaming(self.speed)
         engine.decoder.config = config
         (_LOGGER.info if keeps_up else _LOGGER.warning)("%s", describe(self.speed, config, keeps_up))
