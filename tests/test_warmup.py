@@ -5,6 +5,7 @@ without losing or changing a token (fixture models, CPU)."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from test_server_e2e import start_server
 
 from wyoming_lina.engine import Engine, EngineSettings, GenerationJob, SamplingOptions, StreamingDecoder
 from wyoming_lina.engine.graphed_step import GraphConfig
-from wyoming_lina.engine.warmup import WarmUp
+from wyoming_lina.engine.warmup import WARM_UP_SWITCH_INTERVAL, WarmUp, switch_interval_at_most
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GREEDY = SamplingOptions(top_k=1)
@@ -83,16 +84,21 @@ async def test_requests_are_served_while_the_step_compiles_then_the_compiled_ste
         model, StreamingDecoder(codec), EngineSettings(graphs=graphs, max_batch=4, decode_interval=5, pipeline_depth=3)
     )
     engine.start()
+    default_interval = sys.getswitchinterval()
     try:
         warm = WarmUp(engine).start()
-        during, after = [], []
+        during, after, intervals = [], [], []
         deadline = time.monotonic() + 240
         while not warm.done.is_set() and time.monotonic() < deadline:  # served all along
             job = GenerationJob(text_ids, max_frames=20, sampling=SamplingOptions(top_k=1))
             handle = engine.submit(job)
             samples = sum([len(c) async for c in handle])
             during.append((job, handle.stats.tokens, samples, handle.stats.frames))
+            intervals.append(sys.getswitchinterval())
         assert warm.done.is_set() and warm.error is None, warm.error
+        # while it compiled, the engine thread got the GIL back sooner; the default after
+        assert min(intervals) <= WARM_UP_SWITCH_INTERVAL < default_interval
+        assert sys.getswitchinterval() == default_interval
         assert warm.stage == "compiled" and engine.runner.compiled
         for _ in range(2):
             job = GenerationJob(text_ids[:12] + [2], max_frames=20, sampling=SamplingOptions(top_k=1))
@@ -127,3 +133,18 @@ def test_describe_is_answered_while_the_model_loads_and_a_first_request_waits_fo
         assert still_loading, "the model was loaded before describe was answered: nothing was shown"
     finally:
         server.stop()
+
+
+def test_the_switch_interval_is_lowered_inside_the_block_never_raised_and_restored_after_an_error():
+    before = sys.getswitchinterval()
+    try:
+        with pytest.raises(RuntimeError), switch_interval_at_most(0.0005):
+            assert sys.getswitchinterval() == pytest.approx(0.0005, abs=2e-6)
+            raise RuntimeError("a failed warm-up step")
+        assert sys.getswitchinterval() == before
+        sys.setswitchinterval(0.0001)  # a lower setting of the user's stays
+        with switch_interval_at_most(0.0005):
+            assert sys.getswitchinterval() == pytest.approx(0.0001, abs=2e-6)
+        assert sys.getswitchinterval() == pytest.approx(0.0001, abs=2e-6)
+    finally:
+        sys.setswitchinterval(before)

@@ -16,15 +16,21 @@ building and compiling run here, on this thread, and their results take over whe
    windows decode eagerly);
 4. here: the compiled step; its graphs, one per iteration, then it takes over.
 
-The CPU has nothing to prepare. A failure in a step leaves the engine serving on the paths it
+While it prepares on CUDA, Python's switch interval is at most ``WARM_UP_SWITCH_INTERVAL``: the
+compile is pure Python for minutes, and the engine thread, which releases the GIL at every PyTorch
+call, waits up to one interval for it each time (with the default 5 ms a request on an H200 waited
+0.8-10 s for its first audio while the step compiled; ``bench/warmup_convoy.py`` measures it on
+a CPU). The CPU has nothing to prepare. A failure in a step leaves the engine serving on the paths it
 has (logged). ``stage`` says where it is: "plain" (CPU); on CUDA "pytorch" (kernels deferred),
 "kernels", "graphs", "compiled".
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +41,24 @@ from ..triton_support import defer_kernels_here
 from .loop import Engine
 
 _LOGGER = logging.getLogger(__name__)
+
+# s, while the warm-up compiles (module docstring). bench/warmup_convoy.py on a 2-core EPYC (fixture
+# models, a thread of pure Python beside the engine): first audio 52.8 s at Python's default 5 ms,
+# 7.0 s at 1 ms, 3.0 s at 0.5, 1.3-1.5 s at 0.2, 0.8 s at 0.1; the Python thread kept 81-88% of its
+# rate at 0.2 ms, 76% at 0.1. On the GPU the engine thread takes the GIL far fewer times per step.
+WARM_UP_SWITCH_INTERVAL = 0.0002
+
+
+@contextlib.contextmanager
+def switch_interval_at_most(seconds: float):
+    """``sys.setswitchinterval`` lowered to ``seconds`` inside the block (never raised: a lower
+    setting stays), restored after. It is the process's setting: every thread switches sooner."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 class WarmUp:
@@ -102,13 +126,17 @@ class WarmUp:
         (_LOGGER.info if keeps_up else _LOGGER.warning)("%s", describe(self.speed, config, keeps_up))
 
     def prepare(self) -> None:
-        runner, decoder = self.engine.runner, self.engine.decoder
-        keys = runner.graph_keys()
+        keys = self.engine.runner.graph_keys()
         if not keys:
             if self.engine.model.device.type == "cpu" and self.speed is None:
                 self.prepare_cpu()  # (the server calls it before serving)
             self._reach("plain", "the plain step serves (nothing to compile on this device)")
             return
+        with switch_interval_at_most(WARM_UP_SWITCH_INTERVAL):
+            self._prepare_graphs(keys)
+
+    def _prepare_graphs(self, keys) -> None:
+        runner, decoder = self.engine.runner, self.engine.decoder
         # Until the kernels are built here, the engine thread serves in plain PyTorch: a request
         # that built a kernel itself would wait for it (on a first start fla-core's prefill
         # autotuning alone held the first request for 100+ s, measured on an H200).
