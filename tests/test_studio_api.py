@@ -181,7 +181,7 @@ async def test_add_without_a_transcript_asks_speech_to_text(studio, clip):
     assert (studio.data / "voices" / "bob" / "prompt.txt").read_text().strip() == heard
 
 
-async def test_default_voice_is_persisted_and_used_by_wyoming(studio):
+async def test_default_voice_is_persisted_and_used_by_wyoming(studio, clip):  # (alice: made from clip above)
     async with studio.session() as http:
         async with http.put("api/default-voice", json={"voice": "alice"}) as r:
             assert r.status == 200 and (await r.json())["default_voice"] == "alice"
@@ -199,7 +199,7 @@ async def test_default_voice_is_persisted_and_used_by_wyoming(studio):
     assert "default_voice" not in (studio.data / "settings.yaml").read_text()
 
 
-async def test_remove(studio):
+async def test_remove(studio, clip):  # (bob: made from clip above)
     async with studio.session() as http:
         async with http.delete("api/voices/bob") as r:
             assert r.status == 204
