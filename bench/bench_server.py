@@ -52,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 CODE = Path.cwd() if (Path.cwd() / "wyoming_lina" / "__init__.py").is_file() else HERE.parent
 sys.path[:0] = [str(HERE), str(CODE)]
 
-from load_clients import TEXTS, one_request, pct  # noqa: E402
+from load_clients import TEXTS, one_request, pct, request_text  # noqa: E402
 
 PROMPT_VOICE, STATE_VOICE = "bench-prompt", "bench-state"
 PROMPT_TEXT = "this is a five second voice prompt that was recorded in a quiet room at home"
@@ -463,7 +463,7 @@ def engine_role(args, files: Prepared) -> dict:
     voice = store.get(args.voice_name)
     silence = int(settings.sentence_silence * synth.sample_rate)
     jobs = {}
-    for text in TEXTS:
+    for text in {request_text(i, args.sentences) for i in range(len(TEXTS))}:  # (what the clients send)
         chunker = SentenceChunker(max_chars=settings.max_sentence_chars)
         sentences = chunker.add(text) + chunker.finish()
         jobs[text] = [job for s in sentences for job in synth.jobs_for(s, voice, settings.sampling)]
@@ -496,7 +496,7 @@ def engine_role(args, files: Prepared) -> dict:
         n = requests_per_client(clients, args)
 
         async def client(i: int) -> list[dict]:
-            return [await request(TEXTS[(i + r * 3) % len(TEXTS)]) for r in range(n)]
+            return [await request(request_text(i + r * 3, args.sentences)) for r in range(n)]
 
         return [rec for per_client in await asyncio.gather(*(client(i) for i in range(clients))) for rec in per_client]
 

@@ -27,6 +27,7 @@ import torch
 from ..codec.streaming import StreamingConfig, stream_schedule
 from ..defaults import FRAMES_PER_SECOND
 from ..model import BOS
+from .prefill import lower_precision
 
 FRAME_MS = 1000.0 / FRAMES_PER_SECOND
 SAMPLING_MS = 0.2  # per step, beside the model (sampling, bookkeeping)
@@ -177,9 +178,8 @@ def bf16_prompts_faster(model, frames: int = 75, min_gain: float = 0.2) -> bool:
     """Whether a prompt's encoder pass over ``frames`` frames (1 s) runs at least ``min_gain``
     faster with its products in bfloat16 (autocast, as ``engine/prefill.py`` runs prompts) than in
     float32 on this CPU. AVX-512 BF16 or AMX make it ~2.2x faster (a 2-core Xeon and a 2-core
-    EPYC, docs/cpu.md); a CPU without them emulates bfloat16 and would be slower. ~0.1 s."""
-    from .prefill import lower_precision
-
+    EPYC, docs/cpu.md); a CPU without them emulates bfloat16 and would be slower. ~0.35 s for the
+    full-size model on 2 cores."""
     audio = torch.full((1, frames), BOS, dtype=torch.long)
 
     def encode(bf16: bool) -> Callable[[], None]:
